@@ -1,0 +1,25 @@
+# `make train` and `make test` each create .venv when it is missing (or requirements changed), then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: train test bench viz
+train: $(VENV)/.installed
+	$(PY) train.py $(ARGS)
+
+# pytest exits 5 when it collects nothing: that fails here too, as any non-zero exit does.
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests $(ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) bench.py $(ARGS)
+
+viz: $(VENV)/.installed
+	$(PY) viz.py $(ARGS)
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@

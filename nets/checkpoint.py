@@ -1,0 +1,60 @@
+"""The one checkpoint format, written by train.py and read by train.py --resume and viz.py.
+
+A checkpoint is a dict of tensors and plain Python values only, so `torch.load(weights_only=True)`
+reads it and a file crafted to run code on unpickling is refused, not executed:
+  format, version       "cifar-dali-checkpoint", 1
+  model                 state_dict of the unwrapped model (no DDP `module.`, no compile `_orig_mod.`)
+  optimizer, scheduler, scaler   their state_dicts (scheduler/scaler may be None)
+  epoch, step           epochs completed; batches done in the next epoch (non-zero after an interrupt)
+  partial               running sums of the interrupted epoch (None at an epoch boundary)
+  rng                   python / numpy / torch generator states
+  config                the training Config as a dict
+  classes, mean, std    what the data was: names in label order, normalisation in [0, 1] units
+  history               one dict per finished epoch: epoch, lr, train/test loss/acc, img_s, seconds
+  best_acc              best test accuracy so far
+"""
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT, VERSION = "cifar-dali-checkpoint", 1
+REQUIRED = ("model", "optimizer", "epoch", "config", "classes", "mean", "std", "history")
+
+
+class CheckpointError(ValueError):
+    """A path that is not a readable checkpoint of this project; the message says why."""
+
+
+def save(path, state: dict):
+    """Atomic: temp file, fsync, rename. A crash leaves the previous checkpoint intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass the .pt file a training run "
+                              "wrote (RUN_DIR/last.pt or RUN_DIR/best.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or pickled code: never unpickled freely
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({reason}): pass a file "
+                              "written by train.py") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker): "
+                              "pass a file written by train.py")
+    if state.get("version") != VERSION or any(k not in state for k in REQUIRED):
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')} or missing "
+                              f"fields; this code reads version {VERSION}")
+    return state

@@ -1,0 +1,52 @@
+"""The PyTorch side: (images, labels) tensors on the training device, one epoch per pass, len() batches."""
+import os
+
+import torch
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+from .dali import EvalSource, TrainSource, eval_pipeline, train_pipeline
+
+
+class DaliLoader:
+    """Wraps DALI's PyTorch iterator. Tensors are DALI-owned buffers reused a few batches later:
+    consume them in the step or `.clone()` them."""
+
+    def __init__(self, pipeline, source, channels_last):
+        self.source, self.channels_last = source, channels_last
+        # PARTIAL: a short last batch is returned as it is, never padded or repeated.
+        self.iterator = DALIGenericIterator(pipeline, ["images", "labels"], auto_reset=True,
+                                            last_batch_policy=LastBatchPolicy.PARTIAL,
+                                            prepare_first_batch=False)
+
+    def __len__(self):
+        return len(self.source)
+
+    def __iter__(self):
+        for out in self.iterator:
+            images, labels = out[0]["images"], out[0]["labels"]
+            # DALI emitted NHWC: viewed as NCHW it is channels-last memory, no transpose needed.
+            yield (images.permute(0, 3, 1, 2) if self.channels_last else images), labels
+
+
+def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, channels_last):
+    pipe = pipeline_fn(source=source, mean=mean, std=std, dtype=dtype, gpu=device_id is not None,
+                       layout="HWC" if channels_last else "CHW", batch_size=batch_size,
+                       num_threads=min(4, os.cpu_count() or 1), device_id=device_id, seed=seed,
+                       prefetch_queue_depth=2)
+    return DaliLoader(pipe, source, channels_last)
+
+
+def train_loader(images, labels, *, mean, std, batch_size, seed, device_id=None,
+                 dtype=torch.float32, channels_last=True, shard_id=0, num_shards=1,
+                 start_epoch=0, start_step=0) -> DaliLoader:
+    """Shuffled, augmented full batches; pass k over it is epoch start_epoch + k (resumed at start_step)."""
+    source = TrainSource(images, labels, batch_size, seed, shard_id, num_shards,
+                         start_epoch, start_step, device_id)
+    return _build(train_pipeline, source, batch_size, seed, device_id, mean, std, dtype, channels_last)
+
+
+def eval_loader(images, labels, *, mean, std, batch_size, device_id=None, dtype=torch.float32,
+                channels_last=True, shard_id=0, num_shards=1) -> DaliLoader:
+    """Normalised only, in order; each image of this shard exactly once per pass."""
+    source = EvalSource(images, labels, batch_size, shard_id, num_shards, device_id)
+    return _build(eval_pipeline, source, batch_size, 0, device_id, mean, std, dtype, channels_last)

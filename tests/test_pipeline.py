@@ -1,0 +1,140 @@
+"""The CIFAR-10 store and the DALI train/eval pipelines, on DALI's CPU backend."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, train_loader
+from pipeline.cifar import STORE_NAME
+from pipeline.dali import CUTOUT, PAD
+from tests.conftest import CLASSES, write_cifar
+
+
+def read_pickles(root):
+    def one(name):
+        with open(root / "cifar-10-batches-py" / name, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    train = [one(f"data_batch_{i}") for i in range(1, 6)]
+    test = one("test_batch")
+    x = np.concatenate([b["data"] for b in train]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    y = np.concatenate([b["labels"] for b in train])
+    tx = test["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, y, tx, np.array(test["labels"])
+
+
+def test_store_equals_pickles_and_is_reused(cifar_dir):
+    data = load_cifar10(cifar_dir, download=False)
+    x, y, tx, ty = read_pickles(cifar_dir)
+    assert data.train_images.shape == (500, 32, 32, 3) and data.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(data.train_images, x)
+    np.testing.assert_array_equal(data.train_labels, y)
+    np.testing.assert_array_equal(data.test_images, tx)
+    np.testing.assert_array_equal(data.test_labels, ty)
+    assert data.classes == tuple(CLASSES)
+    assert not data.official  # synthetic files do not match the published MD5s
+    # A second run reads only the store: the batch files may be gone.
+    for f in (cifar_dir / "cifar-10-batches-py").iterdir():
+        f.unlink()
+    again = load_cifar10(cifar_dir, download=False)
+    np.testing.assert_array_equal(again.train_images, x)
+    assert again.classes == tuple(CLASSES)
+
+
+def images_of(loader):
+    out = [(x.float().clone(), y.clone()) for x, y in loader]
+    return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out]), [len(y) for _, y in out]
+
+
+def test_eval_pass_covers_each_image_once_in_order():
+    n, batch = 1000, 128
+    images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64)  # label = index, so the order is visible
+    loader = eval_loader(images, labels, mean=MEAN, std=STD, batch_size=batch)
+    assert len(loader) == 8
+    for _ in range(2):  # restartable: the second pass is the same
+        x, y, sizes = images_of(loader)
+        assert sizes == [128] * 7 + [104]
+        assert y.dtype == torch.int64 and y.tolist() == list(range(n))
+        assert x.shape == (n, 3, 32, 32)
+    # Normalisation constants, checked on untouched pixels.
+    expected = (torch.from_numpy(images).float() / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(x, expected.permute(0, 3, 1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_eval_shards_partition_the_set():
+    n = 1000
+    labels = np.arange(n, dtype=np.int64)
+    images = np.zeros((n, 32, 32, 3), np.uint8)
+    seen = []
+    for shard in range(3):
+        loader = eval_loader(images, labels, mean=MEAN, std=STD, batch_size=64, shard_id=shard,
+                             num_shards=3)
+        seen += images_of(loader)[1].tolist()
+    assert sorted(seen) == list(range(n))
+
+
+def augmented(seed=1, n=512, batch=128, epoch=0):
+    """A set whose pixels name their own position (R = 100 + row, G = 100 + col), augmented by the
+    training pipeline; returns raw R, G per output pixel (0 where padded, -1 where cut out)."""
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    image = np.stack([100 + rows, 100 + cols, np.full_like(rows, 50)], -1).astype(np.uint8)
+    images = np.repeat(image[None], n, 0)
+    loader = train_loader(images, np.arange(n, dtype=np.int64), mean=MEAN, std=STD,
+                          batch_size=batch, seed=seed, channels_last=False, start_epoch=epoch)
+    x, y, _ = images_of(loader)
+    raw = torch.round((x * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]) * 255)
+    cut = (x == 0).all(1, keepdim=True)
+    return torch.where(cut, torch.full_like(raw, -1), raw)[:, :2], y
+
+
+def crop_flip_cutout(img):
+    """(dy, dx, flipped, cutout mask) of one augmented image, read back from its pixel values."""
+    r, g = img
+    cut = r == -1
+    inside = (r > 0) & ~cut
+    i = int(inside.sum(1).argmax())  # the row with most image pixels (at least 12 of them)
+    j = int(inside[i].nonzero()[0])
+    dy = int(r[i, j]) - 100 - i
+    flipped = bool((g[i][inside[i]].diff() < 0).all())  # columns run backwards after a mirror
+    src_col = int(g[i, j]) - 100
+    dx = src_col - (31 - j) if flipped else src_col - j
+    return dy, dx, flipped, cut
+
+
+def test_train_augmentation_crop_flip_cutout():
+    n = 2048
+    px, y = augmented(n=n, batch=256)
+    assert px.shape == (n, 2, 32, 32) and sorted(y.tolist()) == list(range(n))
+    offsets, flips, full, clipped = set(), 0, 0, 0
+    for img in px:
+        dy, dx, flipped, cut = crop_flip_cutout(img)
+        offsets.add((dy, dx))
+        flips += bool(flipped)
+        # Every pixel is where the crop offset and the flip put it (or padding, or cutout).
+        rr, cc = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+        src_r, src_c = rr + dy, (31 - cc if flipped else cc) + dx
+        in_image = (src_r >= 0) & (src_r < 32) & (src_c >= 0) & (src_c < 32)
+        expect_r = torch.where(in_image, 100 + src_r, torch.zeros_like(src_r)).float()
+        assert torch.equal(torch.where(cut, expect_r, img[0]), expect_r)
+        # Cutout: exactly one axis-aligned square, 16 x 16 or clipped at the border (>= 8 x 8).
+        rows, cols = cut.any(1).nonzero().flatten(), cut.any(0).nonzero().flatten()
+        assert cut.sum() == len(rows) * len(cols)
+        assert rows.max() - rows.min() + 1 == len(rows) and cols.max() - cols.min() + 1 == len(cols)
+        assert CUTOUT // 2 <= len(rows) <= CUTOUT and CUTOUT // 2 <= len(cols) <= CUTOUT
+        full += len(rows) == len(cols) == CUTOUT
+        clipped += len(rows) < CUTOUT or len(cols) < CUTOUT
+    assert offsets == {(a, b) for a in range(-PAD, PAD + 1) for b in range(-PAD, PAD + 1)}
+    assert abs(flips / n - 0.5) < 4 * (0.25 / n) ** 0.5  # within 4 sigma of p = 0.5
+    # Centre uniform over 32 x 32: a square fits whole only for centres in 8..24 in both axes.
+    assert abs(full / n - (17 / 32) ** 2) < 0.05 and clipped > 0
+
+
+def test_same_seed_same_batches_other_seed_or_epoch_differs():
+    a, ya = augmented(seed=3, n=256)
+    b, yb = augmented(seed=3, n=256)
+    assert torch.equal(a, b) and torch.equal(ya, yb)
+    c, yc = augmented(seed=4, n=256)
+    assert not torch.equal(a, c) and not torch.equal(ya, yc)
+    d, _ = augmented(seed=3, n=256, epoch=1)
+    assert not torch.equal(a, d)
