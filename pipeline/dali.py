@@ -104,15 +104,19 @@ def train_pipeline(source: TrainSource, mean, std, dtype, layout, gpu):
                                 device="gpu" if gpu else "cpu")
     labels, crop_start, flip, cutout_anchor = fn.external_source(
         source.param_batch, num_outputs=4, batch_info=True)
-    size = source.images.shape[1:3]
+    images = augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout)
+    return images, labels.gpu() if gpu else labels
+
+
+def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout):
+    """The training augmentation of uint8 HWC images, given each sample's random draws."""
     # Padded random crop: a window at offset -4..4 of the image, zeros where it leaves the image.
-    images = fn.slice(images, start=crop_start, shape=list(size), axis_names="HW",
+    images = fn.slice(images, start=crop_start, rel_shape=[1.0, 1.0], axis_names="HW",
                       out_of_bounds_policy="pad", fill_values=0)
     images = _normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
     # Cutout after normalising: the square becomes 0 = the mean colour; erase clips it at the borders.
-    images = fn.erase(images, anchor=cutout_anchor, shape=[CUTOUT, CUTOUT], axis_names="HW",
-                      fill_value=0)
-    return images, labels.gpu() if gpu else labels
+    return fn.erase(images, anchor=cutout_anchor, shape=[CUTOUT, CUTOUT], axis_names="HW",
+                    fill_value=0)
 
 
 @pipeline_def

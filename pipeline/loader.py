@@ -11,15 +11,15 @@ class DaliLoader:
     """Wraps DALI's PyTorch iterator. Tensors are DALI-owned buffers reused a few batches later:
     consume them in the step or `.clone()` them."""
 
-    def __init__(self, pipeline, source, channels_last):
-        self.source, self.channels_last = source, channels_last
+    def __init__(self, pipeline, num_batches: int, channels_last: bool):
+        self.num_batches, self.channels_last = num_batches, channels_last
         # PARTIAL: a short last batch is returned as it is, never padded or repeated.
         self.iterator = DALIGenericIterator(pipeline, ["images", "labels"], auto_reset=True,
                                             last_batch_policy=LastBatchPolicy.PARTIAL,
                                             prepare_first_batch=False)
 
     def __len__(self):
-        return len(self.source)
+        return self.num_batches
 
     def __iter__(self):
         for out in self.iterator:
@@ -33,7 +33,7 @@ def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, c
                        layout="HWC" if channels_last else "CHW", batch_size=batch_size,
                        num_threads=min(4, os.cpu_count() or 1), device_id=device_id, seed=seed,
                        prefetch_queue_depth=2)
-    return DaliLoader(pipe, source, channels_last)
+    return DaliLoader(pipe, len(source), channels_last)
 
 
 def train_loader(images, labels, *, mean, std, batch_size, seed, device_id=None,
