@@ -4,11 +4,11 @@ import sys
 from pathlib import Path
 
 # (history key, column header, format spec); accuracies are stored as fractions.
-COLUMNS = [("epoch", "epoch", "d"), ("lr", "lr", ".2e"), ("train_loss", "train loss", ".4f"),
-           ("train_acc", "train acc", ".2%"), ("val_loss", "val loss", ".4f"),
-           ("val_acc", "val acc", ".2%"), ("test_loss", "test loss", ".4f"),
+COLUMNS = [("epoch", "epoch", "d"), ("lr", "lr", ".2e"), ("train_loss", "train loss", ".5g"),
+           ("train_acc", "train acc", ".2%"), ("val_loss", "val loss", ".5g"),
+           ("val_acc", "val acc", ".2%"), ("test_loss", "test loss", ".5g"),
            ("test_acc", "test acc", ".2%"), ("img_s", "img/s", ",.0f"), ("seconds", "sec", ".1f")]
-WIDTH = 9
+WIDTH = 10  # fits the widest header and 9.2616e+10
 
 
 class RunLog:

@@ -65,6 +65,7 @@ class Config:
     limit_train: int = 0               # smoke runs: first N training / test images (0 = all)
     limit_test: int = 0
     find_lr: bool = False
+    find_lr_steps: int = 200
     resume: str = ""
 
     def check(self):
@@ -78,6 +79,7 @@ class Config:
             (self.weight_decay < 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
             (min(self.limit_train, self.limit_test) < 0, "--limit-train/--limit-test must be >= 0"),
             (not 0 < self.plateau_factor < 1, "--plateau-factor must be in (0, 1)"),
+            (self.find_lr_steps < 10, "--find-lr-steps must be >= 10"),
         ]
         for bad, message in problems:
             if bad:
@@ -129,6 +131,7 @@ def parse_args(argv) -> dict:
     p.add_argument("--limit-train", type=int, help="train on the first N images (smoke runs)")
     p.add_argument("--limit-test", type=int, help="evaluate the first N test images")
     p.add_argument("--find-lr", action="store_true", help="LR range test only, then exit")
+    p.add_argument("--find-lr-steps", type=int, help="steps of the range test (default 200)")
     p.add_argument("--resume", help="checkpoint to continue from (its config is used)")
     given = vars(p.parse_args(argv))
     if given.get("lr") == "auto":
@@ -178,7 +181,7 @@ def load_data(cfg: Config) -> pipeline.ImageSet:
     data = pipeline.load_cifar10(cfg.data_dir)
     if not data.official:
         print(f"note: {cfg.data_dir} does not match the published CIFAR-10 checksums; using it as "
-              "given", file=sys.stderr)
+              "given", file=sys.stderr, flush=True)
     return data
 
 
@@ -337,7 +340,8 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
         finder_loader = pipeline.train_loader(*parts["train"], seed=cfg.seed + 1, **common)
         batches = (b for _ in iter(int, 1) for b in finder_loader)  # as many epochs as it takes
-        result = lr_finder.range_test(model, optimizer, lambda x, y: step(x, y)[0], batches)
+        result = lr_finder.range_test(model, optimizer, lambda x, y: step(x, y)[0], batches,
+                                      steps=cfg.find_lr_steps)
         lr_finder.plot(result, out / "lr_find.png")
         say(f"LR range test: suggested max LR {result.suggestion:.3g} (plot: {out / 'lr_find.png'})")
         if cfg.find_lr:
