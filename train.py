@@ -331,7 +331,8 @@ def main(argv=None):
                          dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
     step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`: no prefix
     if world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=gpu and [gpu])
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=None if gpu is None else [gpu])
 
     def step(x, y):
         return train_step(step_model, optimizer, scaler, amp, x, y, cfg.label_smoothing)
@@ -412,11 +413,14 @@ def main(argv=None):
         loss_sum, correct_sum, seen = reduce(sums, world)
         train_seconds = carried["seconds"] + time.perf_counter() - t0
         partial = None
+        if world > 1:  # BN running stats drift per rank: evaluate everywhere what rank 0 saves
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         metrics = {k: evaluate(model, loader, amp, world) for k, loader in eval_loaders.items()}
         if cfg.scheduler == "plateau":  # on held-out training data when there is some
             scheduler.step(metrics.get("val", metrics["test"])["loss"])
         row = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], train_loss=loss_sum / seen,
-                   train_acc=correct_sum / seen, test_loss=metrics["test"]["loss"],
+                   train_acc=correct_sum / seen, train_count=int(seen), test_loss=metrics["test"]["loss"],
                    test_acc=metrics["test"]["acc"], test_count=metrics["test"]["count"],
                    img_s=seen / train_seconds,
                    seconds=carried["seconds"] + time.perf_counter() - t0)
@@ -430,6 +434,8 @@ def main(argv=None):
     if main_process:
         say(runlog.summary(history))
         log.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
 
 
 def stop_requested(stop: Stop, world: int, device, step: int) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import cli
 import lr_finder
 import nets
 import train
@@ -240,16 +241,26 @@ def digest(path):
     (["--resume", "LAST", "--model", "resnet34"], "differs from the checkpoint's resnet18"),
     ([], "already holds a run"),
 ])
-def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(reference, tmp_path, args, words):
+def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(reference, tmp_path, capsys,
+                                                                 args, words):
     ref_out, _ = reference
     before = digest(ref_out / "last.pt")
     (tmp_path / "notckpt.pt").write_text("hello")
     args = [str(ref_out / "last.pt") if a == "LAST" else str(tmp_path / "notckpt.pt") if a == "NOTCKPT"
             else a for a in args]
-    proc = run("--data-dir", tmp_path / "nodata", "--out", ref_out, *TINY, *args, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and words in proc.stderr
+    with pytest.raises(SystemExit) as exit_:  # in-process: these fail before any data is read
+        cli.run(lambda: train.main(["--data-dir", str(tmp_path / "nodata"), "--out", str(ref_out),
+                                    *TINY, *args]))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err
     assert digest(ref_out / "last.pt") == before
+
+
+def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):
+    proc = run("--out", tmp_path / "run", "--epochs", "-3", check=False)
+    assert proc.returncode == 2 and proc.stderr == "error: --epochs must be > 0 (got -3)\n"
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_dataset_without_network_is_a_clear_error(tmp_path):
