@@ -1,6 +1,7 @@
 """Everything about data; the only package that imports NVIDIA DALI."""
 from .cifar import MEAN, STD, DataError, ImageSet, load_cifar10
+from .folder import FolderSet, folder_eval_loader, folder_train_loader, open_folder
 from .loader import DaliLoader, eval_loader, train_loader
 
 __all__ = ["MEAN", "STD", "DataError", "ImageSet", "load_cifar10", "DaliLoader", "eval_loader",
-           "train_loader"]
+           "train_loader", "FolderSet", "folder_eval_loader", "folder_train_loader", "open_folder"]

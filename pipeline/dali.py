@@ -108,14 +108,14 @@ def train_pipeline(source: TrainSource, mean, std, dtype, layout, gpu):
     return images, labels.gpu() if gpu else labels
 
 
-def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout):
+def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout, cutout=CUTOUT):
     """The training augmentation of uint8 HWC images, given each sample's random draws."""
     # Padded random crop: a window at offset -4..4 of the image, zeros where it leaves the image.
     images = fn.slice(images, start=crop_start, rel_shape=[1.0, 1.0], axis_names="HW",
                       out_of_bounds_policy="pad", fill_values=0)
     images = _normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
     # Cutout after normalising: the square becomes 0 = the mean colour; erase clips it at the borders.
-    return fn.erase(images, anchor=cutout_anchor, shape=[CUTOUT, CUTOUT], axis_names="HW",
+    return fn.erase(images, anchor=cutout_anchor, shape=[cutout, cutout], axis_names="HW",
                     fill_value=0)
 
 

@@ -11,12 +11,13 @@ class DaliLoader:
     """Wraps DALI's PyTorch iterator. Tensors are DALI-owned buffers reused a few batches later:
     consume them in the step or `.clone()` them."""
 
-    def __init__(self, pipeline, num_batches: int, channels_last: bool):
+    def __init__(self, pipeline, num_batches: int, channels_last: bool, reader_name=None):
         self.num_batches, self.channels_last = num_batches, channels_last
-        # PARTIAL: a short last batch is returned as it is, never padded or repeated.
+        # PARTIAL: a short last batch is returned as it is, never padded or repeated. A pipeline fed by
+        # one of DALI's readers never ends by itself: reader_name makes the reader's shard one pass.
         self.iterator = DALIGenericIterator(pipeline, ["images", "labels"], auto_reset=True,
                                             last_batch_policy=LastBatchPolicy.PARTIAL,
-                                            prepare_first_batch=False)
+                                            prepare_first_batch=False, reader_name=reader_name)
 
     def __len__(self):
         return self.num_batches
@@ -28,11 +29,17 @@ class DaliLoader:
             yield (images.permute(0, 3, 1, 2) if self.channels_last else images), labels
 
 
-def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, channels_last):
-    pipe = pipeline_fn(source=source, mean=mean, std=std, dtype=dtype, gpu=device_id is not None,
+def make_pipeline(pipeline_fn, batch_size, seed, device_id, dtype, channels_last, **graph):
+    """One of the pipelines above, on the GPU device_id (None: DALI's CPU backend)."""
+    return pipeline_fn(**graph, dtype=dtype, gpu=device_id is not None,
                        layout="HWC" if channels_last else "CHW", batch_size=batch_size,
                        num_threads=min(4, os.cpu_count() or 1), device_id=device_id, seed=seed,
                        prefetch_queue_depth=2)
+
+
+def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, channels_last):
+    pipe = make_pipeline(pipeline_fn, batch_size, seed, device_id, dtype, channels_last,
+                         source=source, mean=mean, std=std)
     return DaliLoader(pipe, len(source), channels_last)
 
 

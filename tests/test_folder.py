@@ -1,0 +1,250 @@
+"""Image folders decoded by DALI (CPU backend): checks before training, eval coverage, training
+determinism, resizing, and the augmentation draws; on real CIFAR-10 JPEGs where the archive is present."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import DataError, folder_eval_loader, folder_train_loader, open_folder
+from pipeline import folder as folder_module
+from pipeline.dali import PAD
+from tests.conftest import CLASSES, ROOT
+from tests.test_pipeline import crop_flip_cutout, images_of
+
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
+PER_CLASS = {"train": 20, "test": 10}
+
+
+@pytest.fixture(scope="session")
+def jpegs(tmp_path_factory):
+    """The first 20 training and 10 test JPEGs of each class, streamed out of the real archive."""
+    if not ARCHIVE.exists():
+        pytest.skip(f"{ARCHIVE} not found (CI keeps shared/ beside the clone)")
+    root = tmp_path_factory.mktemp("cifar-jpeg")
+    with tarfile.open(ARCHIVE, "r|xz") as tar:  # a stream: only the wanted members are written
+        for member in tar:
+            split, _, name = (member.name.split("/") + ["", ""])[:3]
+            if member.isfile() and int(name.split(".")[0]) < PER_CLASS[split]:
+                tar.extract(member, root, filter="data")
+    return root
+
+
+def open_(root, tmp_path, image_size=None):
+    return open_folder(root, image_size, cache_dir=tmp_path / "cache")
+
+
+def copy_of(src, dst, per_class=2):
+    """A small folder: the first per_class images of each split's first two classes."""
+    for split in ("train", "test"):
+        for cls in CLASSES[:2]:
+            (dst / split / cls).mkdir(parents=True)
+            for f in sorted((src / split / cls).iterdir())[:per_class]:
+                shutil.copy(f, dst / split / cls / f.name)
+    return dst
+
+
+def decoded(files):
+    return torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
+
+
+def test_scan_classes_and_statistics(jpegs, tmp_path):
+    data = open_(jpegs, tmp_path)
+    assert data.classes == tuple(CLASSES)
+    assert len(data.train_files) == 200 and len(data.test_files) == 100
+    assert data.train_labels.tolist() == [y for y in range(10) for _ in range(20)]
+    assert all(f.endswith(f"{CLASSES[y]}/{i % 20:04d}.jpg")
+               for i, (f, y) in enumerate(zip(data.train_files, data.train_labels)))
+    assert (data.image_size, data.resize) == (32, False)
+    x = decoded(data.train_files).double() / 255  # PIL decodes these JPEGs as DALI does
+    torch.testing.assert_close(torch.tensor(data.mean), x.mean((0, 1, 2)).float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(data.std), x.std((0, 1, 2), correction=0).float(),
+                               atol=1e-5, rtol=0)
+
+
+def test_statistics_are_cached_until_a_file_changes(jpegs, tmp_path, monkeypatch):
+    root = copy_of(jpegs, tmp_path / "data")
+    first = open_(root, tmp_path)
+    calls = []
+    inspect = folder_module._inspect
+    monkeypatch.setattr(folder_module, "_inspect", lambda *a: calls.append(1) or inspect(*a))
+    again = open_(root, tmp_path)
+    assert (again.mean, again.std, again.image_size) == (first.mean, first.std, first.image_size)
+    assert not calls  # a cache hit: nothing decoded
+    assert sorted(root.iterdir()) == [root / "test", root / "train"]  # nothing written beside the images
+    victim = root / "train" / CLASSES[0] / "0000.jpg"
+    victim.write_bytes((root / "train" / CLASSES[1] / "0000.jpg").read_bytes())
+    os.utime(victim, ns=(1, 1))
+    changed = open_(root, tmp_path)
+    assert calls == [1] and changed.mean != first.mean
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_eval_covers_every_test_file_once(jpegs, tmp_path, num_shards):
+    data = open_(jpegs, tmp_path)
+    index = np.arange(len(data.test_files))  # label = file index, so coverage and order are visible
+    seen, pixels = [], []
+    for shard in range(num_shards):
+        loader = folder_eval_loader(data, data.test_files, index, mean=data.mean, std=data.std,
+                                    batch_size=16, shard_id=shard, num_shards=num_shards)
+        for _ in range(2):  # a second pass reads the same shard again
+            x, y, sizes = images_of(loader)
+            assert len(sizes) == len(loader) and all(s == 16 for s in sizes[:-1])
+            assert y.dtype == torch.int64 and y.tolist() == sorted(y.tolist())
+        seen += y.tolist()
+        pixels.append(x)
+    assert seen == index.tolist()  # 100 files, 16 per batch: 6 full batches and a short one
+    mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
+    expected = (decoded(data.test_files).permute(0, 3, 1, 2) / 255 - mean) / std
+    torch.testing.assert_close(torch.cat(pixels), expected.float(), atol=1e-4, rtol=0)
+
+
+def epoch_of(data, epoch=0, seed=0, start_step=0, shard_id=0, num_shards=1, batch_size=32):
+    index = np.arange(len(data.train_files))
+    loader = folder_train_loader(data, data.train_files, index, mean=data.mean, std=data.std,
+                                 batch_size=batch_size, seed=seed, start_epoch=epoch,
+                                 start_step=start_step, shard_id=shard_id, num_shards=num_shards)
+    return loader, images_of(loader)
+
+
+def test_train_batches_are_a_function_of_seed_and_epoch(jpegs, tmp_path):
+    data = open_(jpegs, tmp_path)
+    loader, (x, y, sizes) = epoch_of(data)
+    assert len(loader) == 6 and sizes == [32] * 6  # 200 // 32 full batches; the rest sits out
+    assert x.shape == (192, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert len(set(y.tolist())) == 192
+    again = epoch_of(data)[1]
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    for other in (epoch_of(data, epoch=1)[1], epoch_of(data, seed=1)[1]):
+        assert not torch.equal(y, other[1]) and not torch.equal(x, other[0])
+    # Resuming inside the epoch continues it exactly; the pass after is the next epoch.
+    resumed, (rx, ry, _) = epoch_of(data, start_step=4)
+    assert torch.equal(rx, x[128:]) and torch.equal(ry, y[128:])
+    assert torch.equal(images_of(resumed)[1], epoch_of(data, epoch=1)[1][1])
+
+
+def test_train_shards_split_each_epoch(jpegs, tmp_path):
+    data = open_(jpegs, tmp_path)
+    parts = [epoch_of(data, shard_id=s, num_shards=3, batch_size=16)[1][1] for s in range(3)]
+    assert [len(p) for p in parts] == [64] * 3  # 200 // 3 // 16 = 4 batches on every rank
+    assert len(set(torch.cat(parts).tolist())) == 192
+
+
+def write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+
+
+def test_other_sizes_are_resized(tmp_path):
+    colours = {"red": (200, 30, 40), "blue": (20, 60, 220)}
+    for split in ("train", "test"):
+        for cls, colour in colours.items():
+            for i in range(3):
+                write_png(tmp_path / "data" / split / cls / f"{i}.png", np.full((48, 48, 3), colour))
+    write_png(tmp_path / "data" / "train" / "red" / "3.png", np.full((32, 32, 3), colours["red"]))
+    with pytest.raises(DataError, match="must share one square size.*48x48"):
+        open_(tmp_path / "data", tmp_path)
+    data = open_(tmp_path / "data", tmp_path, image_size=32)
+    assert (data.image_size, data.resize) == (32, True)
+    red, blue = torch.tensor(colours["red"]), torch.tensor(colours["blue"])
+    torch.testing.assert_close(torch.tensor(data.mean), (4 * red + 3 * blue).float() / 7 / 255,
+                               atol=1e-6, rtol=0)  # flat colours: resizing keeps them exactly
+    kw = dict(mean=(0, 0, 0), std=(1, 1, 1), batch_size=4)
+    x, y, _ = images_of(folder_eval_loader(data, data.test_files, data.test_labels, **kw))
+    assert x.shape == (6, 3, 32, 32)
+    expected = torch.tensor([colours[data.classes[i]] for i in y.tolist()]) / 255
+    torch.testing.assert_close(x, expected[:, :, None, None].expand_as(x), atol=1e-6, rtol=0)
+    x, _, _ = images_of(folder_train_loader(data, data.train_files, data.train_labels, seed=0, **kw))
+    assert x.shape == (4, 3, 32, 32)
+
+
+def position_png(root, size):
+    """One PNG whose pixels name their position (R = 100 + row, G = 100 + col), as test_pipeline's."""
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    for split in ("train", "test"):
+        write_png(root / split / "c" / "0.png", np.stack([100 + rows, 100 + cols, 50 + 0 * rows], -1))
+    return root
+
+
+def augmented(tmp_path, size, n):
+    """n augmented copies of the position image; raw R, G per output pixel, -1 where cut out."""
+    data = open_(position_png(tmp_path / "data", size), tmp_path)
+    loader = folder_train_loader(data, [data.train_files[0]] * n, np.arange(n), mean=data.mean,
+                                 std=data.std, batch_size=256, seed=0)
+    x, _, _ = images_of(loader)
+    mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
+    raw = torch.round((x * std + mean) * 255)
+    return torch.where((x == 0).all(1, keepdim=True), torch.full_like(raw, -1), raw)[:, :2]
+
+
+def test_augmentation_draws_match_cifar(tmp_path):
+    """Same distributions as dali.TrainSource: all 81 offsets, fair flips, a 16 px cutout anywhere."""
+    px = augmented(tmp_path, 32, 1024)
+    draws = [crop_flip_cutout(img) for img in px]
+    assert {(dy, dx) for dy, dx, _, _ in draws} == {(a, b) for a in range(-PAD, PAD + 1)
+                                                   for b in range(-PAD, PAD + 1)}
+    assert abs(np.mean([f for _, _, f, _ in draws]) - 0.5) < 4 * (0.25 / len(draws)) ** 0.5
+    sides = [(int(cut.any(1).sum()), int(cut.any(0).sum())) for _, _, _, cut in draws]
+    assert max(sides) == (16, 16) and min(min(s) for s in sides) == 8
+
+
+def test_cutout_scales_with_image_size(tmp_path):
+    cut = augmented(tmp_path, 64, 256)[:, 0] == -1
+    sides = torch.stack([cut.any(2).sum(1), cut.any(1).sum(1)], 1)
+    assert sides.max() == 32 and sides.min() == 16 and (cut.sum((1, 2)) == sides.prod(1)).all()
+
+
+def broken(root, kind):
+    """root's first training JPEG of the first class made unreadable; returns its path."""
+    victim = root / "train" / CLASSES[0] / "0001.jpg"
+    good = victim.read_bytes()
+    if kind == "truncated JPEG":
+        victim.write_bytes(good[:len(good) // 2])
+    elif kind == "text named .jpg":
+        victim.write_text("not an image\n")
+    else:  # a PNG without its last bytes: PIL decodes it, DALI refuses it
+        victim.unlink()
+        victim = victim.with_suffix(".png")
+        Image.open(root / "train" / CLASSES[0] / "0000.jpg").save(victim)
+        victim.write_bytes(victim.read_bytes()[:-2])
+    return victim
+
+
+@pytest.mark.parametrize("kind", ["truncated JPEG", "text named .jpg", "PNG without its end"])
+def test_unreadable_file_is_named(jpegs, tmp_path, kind):
+    root = copy_of(jpegs, tmp_path / "data", per_class=5)
+    victim = broken(root, kind)
+    with pytest.raises(DataError, match=f"^{re.escape(str(victim))} cannot be read or decoded"):
+        open_(root, tmp_path)
+
+
+def test_empty_class_and_unknown_test_class(jpegs, tmp_path):
+    root = copy_of(jpegs, tmp_path / "data")
+    (root / "train" / "zebra" / ".hidden").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"{root / 'train' / 'zebra'} holds no images"):
+        open_(root, tmp_path)
+    shutil.rmtree(root / "train" / "zebra")
+    shutil.copytree(root / "test" / CLASSES[0], root / "test" / "zebra")
+    with pytest.raises(DataError, match="class 'zebra' has no folder in .*train"):
+        open_(root, tmp_path)
+
+
+def test_cli_refuses_a_broken_folder(jpegs, tmp_path):
+    if "open_folder" not in (ROOT / "train.py").read_text():
+        pytest.skip("train.py does not read image folders yet")
+    root = copy_of(jpegs, tmp_path / "data")
+    victim = broken(root, "truncated JPEG")
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "train.py", "--data", "imagefolder", "--data-dir", str(root),
+                           "--out", str(run), "--device", "cpu", "--epochs", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {victim} cannot be read")
+    assert not run.exists()
