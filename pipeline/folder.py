@@ -28,23 +28,22 @@ from .cifar import DataError
 from .dali import CUTOUT, PAD, _normalise, augment
 from .loader import DaliLoader, make_pipeline
 
-READER = "files"      # the file reader's name, for the iterator's end-of-shard bookkeeping
-CUTOUT_FOR = 32       # dali.CUTOUT is the side for 32 px images; other sizes scale it
+READER = "files"   # the file reader's name, for the iterator's end-of-shard bookkeeping
 INSPECT_BATCH = 256
-CACHE_VERSION = 1     # bump when what the inspection computes changes: old entries are then ignored
+CACHE_VERSION = 1  # bump when what the inspection computes changes: old entries are then ignored
 
 
 @dataclass(frozen=True)
 class FolderSet:
     """A checked image folder: file paths and labels in class order, and how to decode them."""
-    train_files: np.ndarray  # N paths (str)
+    train_files: np.ndarray   # N paths (str)
     train_labels: np.ndarray  # N int64
     test_files: np.ndarray
     test_labels: np.ndarray
-    classes: tuple           # the train/ folder names, sorted; label i is classes[i]
-    image_size: int          # every image is decoded to image_size x image_size
-    resize: bool             # some image is another size (resizing one already that size is exact)
-    mean: tuple              # of the training images at image_size, in [0, 1] units
+    classes: tuple            # the train/ folder names, sorted; label i is classes[i]
+    image_size: int           # every image is decoded to image_size x image_size
+    resize: bool              # some image is another size (resizing one already that size is exact)
+    mean: tuple               # of the training images at image_size, in [0, 1] units
     std: tuple
 
 
@@ -136,22 +135,27 @@ def _inspect(train: list, test: list, image_size) -> dict:
     train_files, test_files = [f for f, _, _ in train], [f for f, _, _ in test]
     # Headers first: DALI 2.4's decoder can crash the process on a batch holding a file it cannot
     # parse (text named .jpg, a JPEG cut inside its header), while its header reader fails cleanly.
-    (train_hw,), (test_hw,) = _run_all(_header_pipeline, train_files), _run_all(_header_pipeline, test_files)
-    if image_size is None:  # the images' own size: they must share one, and a square one
-        h, w = train_hw[0]
-        odd = np.flatnonzero((train_hw != train_hw[0]).any(1))
-        if len(odd) or h != w:
-            other = f", {train_files[odd[0]]} is {train_hw[odd[0], 1]}x{train_hw[odd[0], 0]}" if len(odd) else ""
-            raise DataError(f"training images must share one square size unless an image size is "
-                            f"given ({train_files[0]} is {w}x{h}{other}): choose one to resize them to")
-        image_size = int(h)
+    (train_hw,) = _run_all(_header_pipeline, train_files)
+    (test_hw,) = _run_all(_header_pipeline, test_files)
+    image_size = image_size or _own_size(train_files, train_hw)
     resize = bool((np.concatenate([train_hw, test_hw]) != image_size).any())
     sums, squares = _run_all(_stats_pipeline, train_files, image_size=image_size, resize=resize)
-    _run_all(_stats_pipeline, test_files, image_size=image_size, resize=resize)  # decodes, or names
+    _run_all(_stats_pipeline, test_files, image_size=image_size, resize=resize)  # only: do they decode
     pixels = len(train_files) * image_size ** 2
     mean = sums.sum(0, dtype=np.float64) / pixels / 255
     std = np.sqrt(squares.sum(0, dtype=np.float64) / pixels / 255 ** 2 - mean ** 2)
     return dict(image_size=image_size, resize=resize, mean=mean.tolist(), std=std.tolist())
+
+
+def _own_size(files: list, hw: np.ndarray) -> int:
+    """The size the training images share, which must be square: with no image size asked for,
+    nothing says how to resize them."""
+    odd = np.flatnonzero((hw != hw[0]).any(1))
+    if len(odd) or hw[0, 0] != hw[0, 1]:
+        other = f", {files[odd[0]]} is {hw[odd[0], 1]}x{hw[odd[0], 0]}" if len(odd) else ""
+        raise DataError(f"training images must share one square size unless an image size is given "
+                        f"({files[0]} is {hw[0, 1]}x{hw[0, 0]}{other}): choose one to resize them to")
+    return int(hw[0, 0])
 
 
 def _run_all(pipeline_fn, files: list, **graph) -> list:
@@ -173,6 +177,7 @@ def _run_all(pipeline_fn, files: list, **graph) -> list:
 
 
 def _first_failing(pipeline_fn, files: list, graph: dict):
+    """The first of files that pipeline_fn fails on alone, one file per run; None if none does."""
     pipe = pipeline_fn(files=files, **graph, batch_size=1, num_threads=1, device_id=None)
     for path in files:
         try:
@@ -225,7 +230,7 @@ def _train_pipeline(files, labels, shard_id, num_shards, image_size, resize, mea
                     gpu):
     images, labels = _read(files, labels, shard_id, num_shards, image_size, resize, gpu)
     # dali.TrainSource's draws, from DALI's generator: offset in -PAD..PAD, a fair coin, centre anywhere.
-    cutout = max(1, round(CUTOUT * image_size / CUTOUT_FOR))
+    cutout = max(1, round(CUTOUT * image_size / 32))  # dali.CUTOUT is the side for 32 px images
     crop_start = fn.random.uniform(values=list(range(-PAD, PAD + 1)), shape=2, dtype=types.INT32)
     flip = fn.random.coin_flip(dtype=types.INT32)
     cutout_anchor = fn.random.uniform(values=[c - cutout // 2 for c in range(image_size)], shape=2)
@@ -264,7 +269,7 @@ def folder_train_loader(folder: FolderSet, files, labels, *, mean, std, batch_si
     epoch start_epoch + k (resumed at start_step). Every shard runs the same number of steps."""
     files, labels = np.asarray(files), np.asarray(labels)
     num_batches = len(files) // num_shards // batch_size
-    used = num_batches * batch_size * num_shards  # equal shards; the rest is reshuffled into later epochs
+    used = num_batches * batch_size * num_shards  # equal shards; the rest waits for a later epoch
 
     def epoch_loader(epoch):
         order = np.random.default_rng([seed, epoch]).permutation(len(files))[:used]
