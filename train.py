@@ -250,15 +250,15 @@ def train_step(model, optimizer, scaler, amp, x, y, smoothing=0.0):
 
 
 @torch.inference_mode()
-def evaluate(model, loader, amp, world) -> dict:
+def evaluate(model, loader, amp, world, device) -> dict:
     """Loss and accuracy over every image of the split exactly once (summed over ranks)."""
     model.eval()
-    sums = 0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
     for x, y in loader:
         with amp:
             logits = model(x).float()
-        sums = sums + torch.stack([F.cross_entropy(logits, y, reduction="sum"),
-                                   (logits.argmax(1) == y).sum(), y.new_tensor(len(y))]).double()
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        sums += torch.stack([loss, (logits.argmax(1) == y).sum(), torch.full_like(loss, len(y))])
     model.train()
     loss, correct, count = reduce(sums, world)
     return {"loss": loss / count, "acc": correct / count, "count": int(count)}
@@ -394,7 +394,8 @@ def main(argv=None):
             if cfg.scheduler == "onecycle":
                 scheduler.step()
             first_nonfinite = torch.where((first_nonfinite < 0) & ~loss.isfinite(), done, first_nonfinite)
-            sums += torch.stack([loss * len(y), correct, loss.new_tensor(len(y))]).double()
+            # full_like, not new_tensor: a host-to-device copy here would sync every step.
+            sums += torch.stack([loss * len(y), correct, torch.full_like(loss, len(y))]).double()
             done += 1
             bar.update()
             if stop_requested(stop, world, device, done):
@@ -416,7 +417,7 @@ def main(argv=None):
         if world > 1:  # BN running stats drift per rank: evaluate everywhere what rank 0 saves
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
-        metrics = {k: evaluate(model, loader, amp, world) for k, loader in eval_loaders.items()}
+        metrics = {k: evaluate(model, loader, amp, world, device) for k, loader in eval_loaders.items()}
         if cfg.scheduler == "plateau":  # on held-out training data when there is some
             scheduler.step(metrics.get("val", metrics["test"])["loss"])
         row = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], train_loss=loss_sum / seen,

@@ -176,7 +176,8 @@ def test_two_epoch_run_writes_checkpoints_metrics_events(data_dir, tmp_path):
 
 def test_find_lr_writes_plot_and_suggestion(data_dir, tmp_path):
     out = tmp_path / "lr"
-    proc = run("--data-dir", data_dir, "--out", out, "--find-lr", "--find-lr-steps", 20, *TINY)
+    proc = run("--data-dir", data_dir, "--out", out, "--find-lr", "--find-lr-steps", 12, *TINY,
+               "--batch-size", 8)
     assert (out / "lr_find.png").stat().st_size > 10_000
     suggestion = float(proc.stdout.split("suggested max LR ")[1].split()[0])
     assert 1e-6 <= suggestion <= 10
@@ -275,7 +276,7 @@ def test_missing_dataset_without_network_is_a_clear_error(tmp_path):
 def test_exploding_loss_stops_with_epoch_and_step(data_dir, tmp_path):
     out = tmp_path / "run"
     proc = run("--data-dir", data_dir, "--out", out, "--epochs", 1, "--lr", "1e12", "--scheduler",
-               "none", *TINY, check=False)
+               "none", *TINY, "--limit-train", 64, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "non-finite at epoch 1, step" in proc.stderr and "lower --lr" in proc.stderr
     assert not (out / "last.pt").exists()
