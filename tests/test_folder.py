@@ -164,19 +164,20 @@ def test_other_sizes_are_resized(tmp_path):
     assert x.shape == (4, 3, 32, 32)
 
 
-def position_png(root, size):
-    """One PNG whose pixels name their position (R = 100 + row, G = 100 + col), as test_pipeline's."""
+def position_folder(tmp_path, size):
+    """A folder of one PNG whose pixels name their position (R = 100 + row, G = 100 + col)."""
     rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     for split in ("train", "test"):
-        write_png(root / split / "c" / "0.png", np.stack([100 + rows, 100 + cols, 50 + 0 * rows], -1))
-    return root
+        write_png(tmp_path / "data" / split / "c" / "0.png",
+                  np.stack([100 + rows, 100 + cols, 50 + 0 * rows], -1))
+    return open_(tmp_path / "data", tmp_path)
 
 
-def augmented(tmp_path, size, n):
-    """n augmented copies of the position image; raw R, G per output pixel, -1 where cut out."""
-    data = open_(position_png(tmp_path / "data", size), tmp_path)
+def augmented(data, n, seed=0, epoch=0, shard_id=0, num_shards=1):
+    """n augmented copies of data's one image: raw R, G per output pixel, -1 where cut out."""
     loader = folder_train_loader(data, [data.train_files[0]] * n, np.arange(n), mean=data.mean,
-                                 std=data.std, batch_size=256, seed=0)
+                                 std=data.std, batch_size=128, seed=seed, start_epoch=epoch,
+                                 shard_id=shard_id, num_shards=num_shards)
     x, _, _ = images_of(loader)
     mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
     raw = torch.round((x * std + mean) * 255)
@@ -185,8 +186,7 @@ def augmented(tmp_path, size, n):
 
 def test_augmentation_draws_match_cifar(tmp_path):
     """Same distributions as dali.TrainSource: all 81 offsets, fair flips, a 16 px cutout anywhere."""
-    px = augmented(tmp_path, 32, 1024)
-    draws = [crop_flip_cutout(img) for img in px]
+    draws = [crop_flip_cutout(img) for img in augmented(position_folder(tmp_path, 32), 1024)]
     assert {(dy, dx) for dy, dx, _, _ in draws} == {(a, b) for a in range(-PAD, PAD + 1)
                                                    for b in range(-PAD, PAD + 1)}
     assert abs(np.mean([f for _, _, f, _ in draws]) - 0.5) < 4 * (0.25 / len(draws)) ** 0.5
@@ -194,8 +194,18 @@ def test_augmentation_draws_match_cifar(tmp_path):
     assert max(sides) == (16, 16) and min(min(s) for s in sides) == 8
 
 
+def test_draws_depend_on_seed_epoch_and_shard(tmp_path):
+    """One image repeated: only the draws can differ, and each rank gets its own."""
+    data = position_folder(tmp_path, 32)
+    first = augmented(data, 256)
+    assert torch.equal(first, augmented(data, 256))
+    for other in (augmented(data, 256, seed=1), augmented(data, 256, epoch=1),
+                  augmented(data, 512, shard_id=1, num_shards=2)):
+        assert not torch.equal(first, other)
+
+
 def test_cutout_scales_with_image_size(tmp_path):
-    cut = augmented(tmp_path, 64, 256)[:, 0] == -1
+    cut = augmented(position_folder(tmp_path, 64), 256)[:, 0] == -1
     sides = torch.stack([cut.any(2).sum(1), cut.any(1).sum(1)], 1)
     assert sides.max() == 32 and sides.min() == 16 and (cut.sum((1, 2)) == sides.prod(1)).all()
 
