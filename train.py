@@ -106,7 +106,8 @@ def parse_args(argv) -> dict:
                argument_default=argparse.SUPPRESS)
     d = Config()
     p.add_argument("--model", choices=sorted(nets.MODELS), help=f"default {d.model}")
-    p.add_argument("--data", choices=("cifar10", "imagefolder"), help="default cifar10")
+    p.add_argument("--data", choices=pipeline.KINDS,
+                   help="cifar10 (default) or imagefolder: DATA_DIR/{train,test}/<class>/*.jpg|png")
     p.add_argument("--data-dir", help=f"dataset folder (default ./{d.data_dir})")
     p.add_argument("--image-size", type=int, help="imagefolder: resize to this size")
     p.add_argument("--out", help=f"run directory (default {d.out})")
@@ -177,25 +178,17 @@ def resolve_device(cfg: Config, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def load_data(cfg: Config) -> pipeline.ImageSet:
-    data = pipeline.load_cifar10(cfg.data_dir)
-    if not data.official:
-        print(f"note: {cfg.data_dir} does not match the published CIFAR-10 checksums; using it as "
-              "given", file=sys.stderr, flush=True)
-    return data
-
-
-def split(cfg: Config, data: pipeline.ImageSet) -> dict:
-    """{"train", "val", "test"}: (images, labels); the validation rows are fixed by the seed."""
-    order = np.random.default_rng(cfg.seed).permutation(len(data.train_labels))
+def split(cfg: Config, data: pipeline.Dataset) -> dict:
+    """{"train", "val", "test"}: (items, labels); the validation rows are fixed by the seed."""
+    (items, labels), (test_items, test_labels) = data.train, data.test
+    order = np.random.default_rng(cfg.seed).permutation(len(labels))
     n_val = int(round(cfg.val_split * len(order)))
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
     train = train[:cfg.limit_train or None]
     test = slice(0, cfg.limit_test or None)
-    parts = {"train": (data.train_images[train], data.train_labels[train]),
-             "test": (data.test_images[test], data.test_labels[test])}
+    parts = {"train": (items[train], labels[train]), "test": (test_items[test], test_labels[test])}
     if n_val:
-        parts["val"] = (data.train_images[val], data.train_labels[val])
+        parts["val"] = (items[val], labels[val])
     return parts
 
 
@@ -211,9 +204,13 @@ def build_optimizer(cfg: Config, model, device) -> torch.optim.Optimizer:
 
 
 def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":  # per step; LR warms up to cfg.lr over 25 %, then anneals
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25,
+        if total < 3:
+            raise UsageError(f"OneCycle needs at least 3 steps, this run has {total}: train longer "
+                             "or pass --scheduler none")
+        return torch.optim.lr_scheduler.OneCycleLR(  # each phase at least 1 step on tiny runs
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=max(0.25, 2 / total),
             cycle_momentum=False)  # keep --momentum what the user asked for
     if cfg.scheduler == "plateau":  # per epoch, on the validation loss
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -306,7 +303,9 @@ def main(argv=None):
     say = print if main_process else (lambda *a, **k: None)
 
     # Data first: a missing or broken dataset fails before anything is written.
-    data = load_data(cfg)
+    data = pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size)
+    if data.note:
+        print(f"note: {data.note}", file=sys.stderr, flush=True)
     parts = split(cfg, data)
     seed_everything(cfg.seed)
     start_epoch, start_step = (resumed["epoch"], resumed["step"]) if resumed else (0, 0)
@@ -315,12 +314,12 @@ def main(argv=None):
     dtype = torch.float16 if cfg.precision != "fp32" and gpu is not None else torch.float32
     common = dict(mean=data.mean, std=data.std, batch_size=cfg.batch_size, device_id=gpu, dtype=dtype,
                   channels_last=cfg.channels_last, shard_id=rank, num_shards=world)
-    train_loader = pipeline.train_loader(*parts["train"], seed=cfg.seed, start_epoch=start_epoch,
-                                         start_step=start_step, **common)
+    train_loader = data.train_loader(*parts["train"], seed=cfg.seed, start_epoch=start_epoch,
+                                     start_step=start_step, **common)
     if len(train_loader) == 0:
         raise UsageError(f"{len(parts['train'][1])} training images make no full batch of "
                          f"{cfg.batch_size} per process: lower --batch-size")
-    eval_loaders = {k: pipeline.eval_loader(*parts[k], **common) for k in parts if k != "train"}
+    eval_loaders = {k: data.eval_loader(*parts[k], **common) for k in parts if k != "train"}
 
     model = nets.create(cfg.model, num_classes=len(data.classes)).to(device)
     if cfg.channels_last:
@@ -339,7 +338,7 @@ def main(argv=None):
 
     if (cfg.find_lr or cfg.lr_auto) and not resumed:
         out.mkdir(parents=True, exist_ok=True)
-        finder_loader = pipeline.train_loader(*parts["train"], seed=cfg.seed + 1, **common)
+        finder_loader = data.train_loader(*parts["train"], seed=cfg.seed + 1, **common)
         batches = (b for _ in iter(int, 1) for b in finder_loader)  # as many epochs as it takes
         result = lr_finder.range_test(model, optimizer, lambda x, y: step(x, y)[0], batches,
                                       steps=cfg.find_lr_steps)
@@ -376,7 +375,7 @@ def main(argv=None):
                      scheduler=scheduler.state_dict() if scheduler else None, scaler=scaler.state_dict(),
                      epoch=epoch, step=step_in_epoch, partial=partial, rng=rng_state(),
                      config=dataclasses.asdict(cfg), classes=list(data.classes), mean=list(data.mean),
-                     std=list(data.std), history=history, best_acc=best_acc)
+                     std=list(data.std), image_size=data.image_size, history=history, best_acc=best_acc)
         checkpoint.save(out / "last.pt", state)
         if partial is None and history[-1]["test_acc"] >= best_acc:
             checkpoint.save(out / "best.pt", state)

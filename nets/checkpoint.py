@@ -10,6 +10,7 @@ reads it and a file crafted to run code on unpickling is refused, not executed:
   rng                   python / numpy / torch generator states
   config                the training Config as a dict
   classes, mean, std    what the data was: names in label order, normalisation in [0, 1] units
+  image_size            side of the square images the model was trained on
   history               one dict per finished epoch: epoch, lr, train/test loss/acc, img_s, seconds
   best_acc              best test accuracy so far
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 import torch
 
 FORMAT, VERSION = "cifar-dali-checkpoint", 1
-REQUIRED = ("model", "optimizer", "epoch", "config", "classes", "mean", "std", "history")
+REQUIRED = ("model", "optimizer", "epoch", "config", "classes", "mean", "std", "image_size",
+            "history")
 
 
 class CheckpointError(ValueError):

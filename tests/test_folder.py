@@ -246,8 +246,6 @@ def test_empty_class_and_unknown_test_class(jpegs, tmp_path):
 
 
 def test_cli_refuses_a_broken_folder(jpegs, tmp_path):
-    if "open_folder" not in (ROOT / "train.py").read_text():
-        pytest.skip("train.py does not read image folders yet")
     root = copy_of(jpegs, tmp_path / "data")
     victim = broken(root, "truncated JPEG")
     run = tmp_path / "run"
@@ -258,3 +256,29 @@ def test_cli_refuses_a_broken_folder(jpegs, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {victim} cannot be read")
     assert not run.exists()
+
+
+def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path):
+    """A short run on the real JPEG folder, then on 48 px PNGs resized to 32 (--image-size)."""
+    from nets import checkpoint
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    pngs = tmp_path / "pngs"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 3)):
+        for cls in ("cat", "dog"):
+            (pngs / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+                    pngs / split / cls / f"{i}.png")
+    for root, extra, n_test in ((jpegs, [], 100), (pngs, ["--image-size", "32"], 6)):
+        run = tmp_path / f"run-{root.name}"
+        done = subprocess.run([sys.executable, "train.py", "--data", "imagefolder", "--data-dir",
+                               str(root), "--out", str(run), "--device", "cpu", "--epochs", "1",
+                               "--batch-size", "16", "--limit-train", "48", "--precision", "fp32",
+                               "--scheduler", "none", *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        state = checkpoint.load(run / "last.pt")
+        assert state["history"][0]["test_count"] == n_test  # every test file once
+        assert state["image_size"] == 32
+        assert state["classes"] == (CLASSES if root == jpegs else ["cat", "dog"])

@@ -118,8 +118,8 @@ def test_plateau_reduces_after_patience_and_rel_differs_from_abs():
 
 def test_validation_split_is_deterministic_and_disjoint():
     n = 500
-    data = type("D", (), {"train_images": np.arange(n)[:, None], "train_labels": np.arange(n),
-                          "test_images": np.zeros((10, 1)), "test_labels": np.zeros(10)})
+    data = type("D", (), {"train": (np.arange(n)[:, None], np.arange(n)),
+                          "test": (np.zeros((10, 1)), np.zeros(10))})
     cfg = train.build_config({"val_split": 0.2, "seed": 5}, None)
     a, b = train.split(cfg, data), train.split(cfg, data)
     assert np.array_equal(a["val"][1], b["val"][1]) and len(a["val"][1]) == 100

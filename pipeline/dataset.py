@@ -1,0 +1,36 @@
+"""One face for every data source, so train.py and viz.py never branch on where images come from."""
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from .cifar import load_cifar10
+from .folder import folder_eval_loader, folder_train_loader, open_folder
+from .loader import eval_loader, train_loader
+
+KINDS = ("cifar10", "imagefolder")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: tuple              # (items, labels): uint8 HWC images (cifar10) or file paths (imagefolder)
+    test: tuple
+    classes: tuple
+    mean: tuple               # [0, 1] units
+    std: tuple
+    image_size: int
+    train_loader: Callable    # (items, labels, **pipeline.train_loader's keywords) -> loader
+    eval_loader: Callable     # (items, labels, **pipeline.eval_loader's keywords) -> loader
+    note: str = ""            # something the user should know about this data
+
+
+def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True) -> Dataset:
+    if kind == "imagefolder":
+        f = open_folder(data_dir, image_size or None)
+        return Dataset((f.train_files, f.train_labels), (f.test_files, f.test_labels), f.classes,
+                       f.mean, f.std, f.image_size, partial(folder_train_loader, f),
+                       partial(folder_eval_loader, f))
+    c = load_cifar10(data_dir, download)
+    note = "" if c.official else (f"{data_dir} does not match the published CIFAR-10 checksums; "
+                                  "using it as given")
+    return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes,
+                   c.mean, c.std, c.train_images.shape[1], train_loader, eval_loader, note)
