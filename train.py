@@ -400,6 +400,7 @@ def main(argv=None):
             if stop_requested(stop, world, device, done):
                 break
         bar.close()
+        stop_requested(stop, world, device, 0)  # the epoch ended: every rank learns of a signal
         bad = int(first_nonfinite)
         if bad >= 0:
             raise UsageError(f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}: "
@@ -439,7 +440,8 @@ def main(argv=None):
 
 
 def stop_requested(stop: Stop, world: int, device, step: int) -> bool:
-    """Ranks must stop at the same step: they agree every 20 steps (one tiny all-reduce)."""
+    """Ranks must stop at the same step: they agree every 20 steps and at the end of each epoch
+    (step 0), with one tiny all-reduce. A single process just looks at its flag."""
     if world == 1 or step % 20:
         return bool(stop.signum) and world == 1
     flag = torch.tensor([stop.signum], device=device)

@@ -1,6 +1,9 @@
 """torchrun --nproc_per_node=2 on the CPU (gloo): sharded DALI pipelines, DDP, exact evaluation."""
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -25,15 +28,31 @@ def test_train_shards_are_disjoint_equal_and_cover_the_set(n, world):
         assert len({len(s) for s in shards}) == 1
 
 
-def test_torchrun_two_ranks(tmp_path):
-    data = write_cifar(tmp_path / "data")
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         "train.py", "--data-dir", str(data), "--out", str(out), "--epochs", "2", "--device", "cpu",
-         "--precision", "fp32", "--batch-size", "16", "--limit-train", "96", "--limit-test", "40"],
-        cwd=ROOT, capture_output=True, text=True, timeout=400)
+def torchrun(*args, port, **kw):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            f"--master_port={port}", "train.py", *map(str, args)]
+
+
+TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "16", "--limit-train", "96",
+        "--limit-test", "40"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_cifar(tmp_path_factory.mktemp("cifar") / "data")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    proc = subprocess.run(torchrun("--data-dir", data, "--out", out, "--epochs", 2, *TINY, port=29517),
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_torchrun_two_ranks(data, two_ranks):
+    out, proc = two_ranks
     assert proc.stdout.count("done: best test acc") == 1, "only rank 0 logs"
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt",
                                                      "metrics.csv", "tensorboard"]
@@ -50,3 +69,24 @@ def test_torchrun_two_ranks(tmp_path):
     with torch.no_grad():
         correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
     assert correct / 40 == state["history"][-1]["test_acc"]
+
+
+def test_torchrun_resume_after_kill_9(data, two_ranks, tmp_path):
+    ref_out, _ = two_ranks
+    out = tmp_path / "run"
+    proc = subprocess.Popen(torchrun("--data-dir", data, "--out", out, "--epochs", 2, *TINY, port=29518),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, mid epoch 2
+    proc.wait()
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1
+    done = subprocess.run(torchrun("--resume", out / "last.pt", port=29519), cwd=ROOT,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ref, got = checkpoint.load(ref_out / "last.pt"), checkpoint.load(out / "last.pt")
+    keys = ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_count", "test_count")
+    assert [[r[k] for k in keys] for r in got["history"]] == [[r[k] for k in keys] for r in ref["history"]]
+    assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
