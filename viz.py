@@ -11,15 +11,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure  # no pyplot: no global figures, no GUI backend
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
 import cli
@@ -126,38 +122,6 @@ def gather(loader, index) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- figures
-def hwc(pixels: torch.Tensor) -> np.ndarray:
-    return pixels.permute(1, 2, 0).detach().cpu().numpy().astype(np.float32)
-
-
-def overlay(pixels: torch.Tensor, cam: np.ndarray) -> np.ndarray:
-    return show_cam_on_image(hwc(pixels), cam, use_rgb=True)
-
-
-def grid(rows: list, path: Path, title: str, cam_bar=True, cell=2.0):
-    """A table of images: rows of (image HWC, title) cells; optionally a colour bar for the overlays."""
-    cols = max(len(r) for r in rows)
-    fig = Figure(figsize=(cell * cols + (0.8 if cam_bar else 0), cell * len(rows) + 0.6),
-                 layout="constrained", dpi=110)
-    axes = fig.subplots(len(rows), cols, squeeze=False)
-    for ax_row, cells in zip(axes, rows):
-        for ax, item in zip(ax_row, cells + [None] * (cols - len(cells))):
-            ax.set_axis_off()
-            if item is not None:
-                ax.imshow(item[0], interpolation="nearest")
-                ax.set_title(item[1], fontsize=8)
-    if cam_bar:
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes, shrink=0.6, aspect=30)
-        bar.set_label("CAM (each map scaled to [0, 1])")
-    fig.suptitle(title, fontsize=11)
-    fig.savefig(path)
-
-
-def wrap(cells: list, per_row: int) -> list:
-    """Groups of cells (one group per image), per_row groups side by side on each row."""
-    return [sum(cells[i:i + per_row], []) for i in range(0, len(cells), per_row)]
-
-
 def plot_curves(history: list, path: Path):
     fig = Figure(figsize=(15, 4.2), layout="constrained", dpi=110)
     loss, acc, lr = fig.subplots(1, 3)
@@ -171,8 +135,9 @@ def plot_curves(history: list, path: Path):
         acc.annotate(f"best {best['test_acc']:.2%}", (best["epoch"], 100 * best["test_acc"]),
                      textcoords="offset points", xytext=(0, -16), ha="center", fontsize=8)
     lr.plot(epochs, [r["lr"] for r in history], "-o", color="tab:purple")
-    loss.set(title="loss", xlabel="epoch", yscale="log" if history and min(
-        r["test_loss"] for r in history) > 0 else "linear")
+    losses = [r[k] for r in history for k in ("train_loss", "test_loss")]
+    wide = losses and min(losses) > 0 and max(losses) / min(losses) > 20  # a diverged epoch
+    loss.set(title="loss", xlabel="epoch", yscale="log" if wide else "linear")
     acc.set(title="accuracy (%)", xlabel="epoch", ylim=(0, 100))
     lr.set(title="learning rate (end of epoch)", xlabel="epoch")
     for ax in (loss, acc):
@@ -192,7 +157,7 @@ def plot_confusion(matrix: np.ndarray, classes: list, path: Path):
     if k <= 20:  # counts stay readable
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, count, ha="center", va="center", fontsize=8,
-                    color="white" if rate[i, j] > 0.5 else "black")
+                    color="white" if rate[i, j] > 0.5 else "black" if count else "lightgrey")
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (counts; colour: share of the row)")
@@ -200,88 +165,11 @@ def plot_confusion(matrix: np.ndarray, classes: list, path: Path):
     fig.savefig(path)
 
 
-# ------------------------------------------------------------------------------------ the studies
-@dataclass
-class Study:
-    """The checkpoint under study and what the figures need of it."""
-    model: nn.Module
-    layer: nn.Module
-    layer_name: str
-    classes: list
-    mean: tuple
-    std: tuple
-    image_size: int
-    out: Path
-
-    def pixels(self, images):
-        return explain.to_pixels(images, self.mean, self.std)
-
-    def label(self, true, pred, conf) -> str:
-        return f"{self.classes[true]} → {self.classes[pred]} ({conf:.0%})"
-
-
-def mistakes(s: Study, images, index, labels, preds, conf, n_total: int):
-    """misclassified.png, gradcam.png (predicted vs true class) and layers.png."""
-    pix = s.pixels(images)
-    titles = [f"{s.label(labels[i], preds[i], conf[i])}\ntest #{i}" for i in index]
-    grid(wrap([[(hwc(p), t)] for p, t in zip(pix, titles)], 5), s.out / "misclassified.png",
-         f"first {len(index)} misclassified of {n_total} test images (true → predicted)", cam_bar=False)
-    on_pred = explain.cams(s.model, s.layer, images, preds[index])
-    on_true = explain.cams(s.model, s.layer, images, labels[index])
-    cells = [[(hwc(p), t.split("\n")[0]), (overlay(p, a), f"for {s.classes[preds[i]]} (predicted)"),
-              (overlay(p, b), f"for {s.classes[labels[i]]} (true)")]
-             for p, t, a, b, i in zip(pix, titles, on_pred, on_true, index)]
-    grid(wrap(cells, 2), s.out / "gradcam.png", f"Grad-CAM at {s.layer_name}: predicted vs true class")
-    stages = [n for n in explain.stage_names(s.model) if explain.fine_enough(s.model, n, s.image_size)]
-    row = [(hwc(pix[0]), titles[0].split("\n")[0])]
-    for name in stages:
-        h, w = explain.map_size(s.model, explain.block(s.model, name), s.image_size)
-        row.append((overlay(pix[0], explain.cams(s.model, explain.block(s.model, name), images[:1],
-                                                 preds[index[:1]])[0]), f"end of {name} ({h}x{w})"))
-    grid([row], s.out / "layers.png", f"Grad-CAM by depth, for the predicted class "
-                                      f"{s.classes[preds[index[0]]]}")
-    return on_pred
-
-
-def methods(s: Study, images, classes, names: list) -> dict:
-    """methods.png and each method's faithfulness (ROAD) on the same images, for `classes`."""
-    pix, columns, scores = s.pixels(images), [], {}
-    for name in names:
-        t0 = time.perf_counter()
-        maps = explain.cams(s.model, s.layer, images, classes, name)
-        scores[name] = {**explain.faithfulness(s.model, images, maps, classes),
-                        "seconds": time.perf_counter() - t0}
-        columns.append([(overlay(p, m), f"{name}\nLeRF−MoRF {scores[name]['score']:+.3f}")
-                        for p, m in zip(pix, maps)])
-    rows = [[(hwc(p), f"predicted {s.classes[c]}")] + [col[i] for col in columns]
-            for i, (p, c) in enumerate(zip(pix, classes))]
-    grid(rows, s.out / "methods.png", f"CAM methods at {s.layer_name}, for the predicted class")
-    return scores
-
-
-def adversarial(s: Study, images, labels, attack: str, eps: float) -> list:
-    """adversarial.png: original vs attacked, each with its prediction and Grad-CAM."""
-    pix = s.pixels(images)
-    adv = explain.attack(s.model, pix, labels, eps / 255, s.mean, s.std, attack)
-    with torch.no_grad():
-        before, after = (s.model(explain.normalise(x, s.mean, s.std)).softmax(1) for x in (pix, adv))
-    fooled_as = after.argmax(1)
-    cam_true = explain.cams(s.model, s.layer, images, labels)
-    cam_adv = explain.cams(s.model, s.layer, explain.normalise(adv, s.mean, s.std), fooled_as)
-    gain = 0.5 / (eps / 255)  # the perturbation, scaled to fill mid-grey +- 0.5
-    cells, rows = [], []
-    for k, y in enumerate(labels.tolist()):
-        z = int(fooled_as[k])
-        rows.append({"true": s.classes[y], "before": float(before[k, y]), "predicted": s.classes[z],
-                     "confidence": float(after[k, z]), "true_after": float(after[k, y]), "fooled": z != y})
-        cells.append([(hwc(pix[k]), f"{s.classes[y]} ({before[k, y]:.0%})"),
-                      (overlay(pix[k], cam_true[k]), f"CAM {s.classes[y]}"),
-                      (hwc(adv[k]), f"{'fooled' if z != y else 'held'}: {s.classes[z]} ({after[k, z]:.0%})"),
-                      (overlay(adv[k], cam_adv[k]), f"CAM {s.classes[z]}"),
-                      (hwc((0.5 + gain * (adv[k] - pix[k])).clamp(0, 1)), f"perturbation x{gain:.0f}")])
-    grid(wrap(cells, 2), s.out / "adversarial.png",
-         f"{attack.upper()} at ε = {eps:g}/255: original vs attacked, Grad-CAM at {s.layer_name}")
-    return rows
+def gallery(s: explain.Study, images, index, labels, preds, conf, title: str):
+    """misclassified.png: the images in real colours, each titled true → predicted (confidence)."""
+    cells = [[(explain.hwc(p), f"{s.label(labels[i], preds[i], conf[i])}\ntest #{i}")]
+             for p, i in zip(s.pixels(images), index)]
+    explain.grid(explain.wrap(cells, 5), s.out / "misclassified.png", title, cam_bar=False)
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -350,6 +238,43 @@ def report(summary: dict, state: dict, t: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------- main
+def study(s: explain.Study, args, state: dict, data: pipeline.Dataset, device) -> dict:
+    """Run the test set through the model, draw every picture; the numbers for the report."""
+    items, labels = (a[:args.limit_test or None] for a in data.test)
+    loader = data.eval_loader(items, labels, mean=s.mean, std=s.std, batch_size=EVAL_BATCH,
+                              device_id=device.index, dtype=torch.float32,
+                              channels_last=state["config"].get("channels_last", True))
+    probs, labels = predict(s.model, loader)
+    preds, conf = probs.argmax(1), probs.max(1)
+    wrong = np.flatnonzero(preds != labels)[:args.n]
+    right = np.flatnonzero(preds == labels)[:args.n if args.adversarial else 0]
+    shown = wrong if len(wrong) else np.arange(min(args.n, len(labels)))  # no mistakes: explain hits
+    images = gather(loader, np.concatenate([shown, right])).to(device)
+    pics, few = images[:len(shown)], shown[:METHOD_IMAGES]
+
+    plot_curves(state["history"], s.out / "curves.png")
+    gallery(s, pics, shown, labels, preds, conf, f"first {len(wrong)} misclassified of {len(labels)} test "
+            "images (true → predicted)" if len(wrong) else f"no mistakes in {len(labels)} test images")
+    explain.class_pairs(s, pics, labels[shown], preds[shown], conf[shown])
+    explain.by_depth(s, pics[0], labels[shown[0]], preds[shown[0]], conf[shown[0]])
+    matrix = np.zeros((len(s.classes),) * 2, dtype=np.int64)
+    np.add.at(matrix, (labels, preds), 1)
+    plot_confusion(matrix, s.classes, s.out / "confusion.png")
+    summary = {"layer": s.layer_name, "test_images": len(labels), "accuracy": float((preds == labels).mean()),
+               "misclassified": [{"index": int(i), "true": s.classes[labels[i]], "predicted": s.classes[preds[i]],
+                                  "confidence": float(conf[i])} for i in wrong],
+               "method_images": len(few),
+               "faithfulness": explain.compare_methods(s, pics[:len(few)], preds[few], args.method),
+               "per_class": per_class(matrix, s.classes)}
+    if len(right):
+        summary["attack"] = {"method": args.attack, "eps": args.eps}
+        summary["adversarial"] = explain.attacked(s, images[len(shown):], torch.as_tensor(labels[right], device=device),
+                                                  args.attack, args.eps)
+    elif args.adversarial:
+        print("note: no correctly classified test image to attack", file=sys.stderr)
+    return summary
+
+
 def main(argv=None):
     t0 = time.perf_counter()
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -357,45 +282,17 @@ def main(argv=None):
     device = pick_device(args.device)
     model = load_model(state, args.checkpoint, device)
     data = open_data(state, args.data_dir)
-    layer = explain.find_layer(model, args.layer, data.image_size)  # a wrong layer fails before the long work
+    layer = explain.find_layer(model, args.layer, data.image_size)  # a bad layer fails before the long work
     out = args.out or Path(args.checkpoint).parent / "viz"
     out.mkdir(parents=True, exist_ok=True)
-    s = Study(model, layer, args.layer, list(state["classes"]), tuple(state["mean"]), tuple(state["std"]),
-              data.image_size, out)
-
-    items, labels = (a[:args.limit_test or None] for a in data.test)
-    loader = data.eval_loader(items, labels, mean=s.mean, std=s.std, batch_size=EVAL_BATCH,
-                              device_id=device.index, dtype=torch.float32,
-                              channels_last=state["config"].get("channels_last", True))
-    probs, labels = predict(model, loader)
-    preds, conf = probs.argmax(1), probs.max(1)
-    wrong, right = np.flatnonzero(preds != labels)[:args.n], np.flatnonzero(preds == labels)[:args.n]
-    shown = wrong if len(wrong) else np.arange(min(args.n, len(labels)))  # a perfect model: explain hits
-    images = gather(loader, np.concatenate([shown, right]) if args.adversarial else shown).to(device)
-    summary = {"checkpoint": str(args.checkpoint), "data_dir": args.data_dir or state["config"]["data_dir"],
-               "layer": args.layer, "test_images": len(labels), "accuracy": float((preds == labels).mean()),
-               "misclassified": [{"index": int(i), "true": s.classes[labels[i]], "predicted": s.classes[preds[i]],
-                                  "confidence": float(conf[i])} for i in wrong],
-               "method_images": min(METHOD_IMAGES, len(shown))}
-
-    plot_curves(state["history"], out / "curves.png")
-    mistakes(s, images[:len(shown)], shown, labels, preds, conf, len(labels))
-    summary["faithfulness"] = methods(s, images[:summary["method_images"]],
-                                      preds[shown[:METHOD_IMAGES]], args.method)
-    matrix = np.zeros((len(s.classes),) * 2, dtype=np.int64)
-    np.add.at(matrix, (labels, preds), 1)
-    plot_confusion(matrix, s.classes, out / "confusion.png")
-    summary["per_class"] = per_class(matrix, s.classes)
-    if args.adversarial:
-        summary["attack"] = {"method": args.attack, "eps": args.eps}
-        summary["adversarial"] = adversarial(s, images[len(shown):], torch.as_tensor(labels[right], device=device),
-                                             args.attack, args.eps)
-    summary["seconds"] = time.perf_counter() - t0
+    s = explain.Study(model, layer, args.layer, list(state["classes"]), tuple(state["mean"]),
+                      tuple(state["std"]), data.image_size, out)
+    summary = {"checkpoint": str(args.checkpoint), "data_dir": str(args.data_dir or state["config"]["data_dir"]),
+               **study(s, args, state, data, device), "seconds": time.perf_counter() - t0}
     t = tables(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(report(summary, state, t))
-    print(f"test accuracy {summary['accuracy']:.2%} on {len(labels)} images; "
-          f"{int((preds != labels).sum())} misclassified")
+    print(f"test accuracy {summary['accuracy']:.2%} on {summary['test_images']} images")
     for name, text in t.items():
         print(f"\n{name.replace('_', ' ')}:\n{text}")
     print(f"\nwrote {out}/report.md and its pictures in {time.perf_counter() - t0:.1f} s")

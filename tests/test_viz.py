@@ -1,0 +1,255 @@
+"""viz.py: every picture and the report from a checkpoint, CAMs, faithfulness, attacks, user mistakes."""
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import cli
+import explain
+import nets
+import pipeline
+import viz
+from nets import checkpoint
+from tests.conftest import ROOT, write_cifar
+
+N, LIMIT_TEST = 4, 120
+PICTURES = ("curves", "misclassified", "gradcam", "layers", "methods", "confusion", "adversarial")
+
+
+def normalised(images, mean, std):
+    """uint8 HWC images normalised in torch, independently of the DALI pipeline viz.py uses."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """CAMs run tiny batches: on a shared CPU a second torch thread mostly waits for the first
+    (10x slower under load). One thread here and in the viz.py subprocesses; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return write_cifar(tmp_path_factory.mktemp("viz-cifar") / "data", n_test=200)
+
+
+@pytest.fixture(scope="session")
+def run_dir(data_dir, tmp_path_factory):
+    """A checkpoint in train.py's format, cheap: the random convolutions stay, BatchNorm statistics
+    are measured on 96 training images and the classifier gets 40 SGD steps on their features.
+    Good enough to get about half of the tinted test images right: mistakes and hits to explain."""
+    torch.manual_seed(0)
+    data = pipeline.load_cifar10(data_dir, download=False)
+    model = nets.create("resnet18")
+    x = normalised(data.train_images[:96], data.mean, data.std)
+    y = torch.from_numpy(data.train_labels[:96])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # running statistics = the plain average over what it sees
+    features = []
+    hook = model.pool.register_forward_hook(lambda m, i, o: features.append(o.flatten(1)))
+    with torch.no_grad():
+        model.train()(x)
+    hook.remove()
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(40):
+        loss = F.cross_entropy(model.fc(features[0]), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    history = [dict(epoch=e, lr=lr, train_loss=2.3 - 0.4 * e, train_acc=0.2 * e, test_loss=2.4 - 0.4 * e,
+                    test_acc=0.25 * e, img_s=30.0, seconds=4.0) for e, lr in ((1, 0.1), (2, 0.01))]
+    config = dict(model="resnet18", data="cifar10", data_dir=str(data_dir), image_size=32,
+                  channels_last=True, precision="bf16", batch_size=32, epochs=2, seed=0)
+    run = tmp_path_factory.mktemp("viz-run")
+    checkpoint.save(run / "last.pt", dict(
+        model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=None, scaler=None, epoch=2,
+        step=0, partial=None, rng=None, config=config, classes=list(data.classes), mean=list(data.mean),
+        std=list(data.std), image_size=32, history=history, best_acc=0.5))
+    return run
+
+
+@pytest.fixture(scope="session")
+def subject(run_dir, data_dir):
+    """(model, data, state) as viz.py rebuilds them."""
+    state = checkpoint.load(run_dir / "last.pt")
+    model = viz.load_model(state, run_dir / "last.pt", torch.device("cpu"))
+    return model, pipeline.load_cifar10(data_dir, download=False), state
+
+
+def run_viz(*args, check=True):
+    proc = subprocess.run([sys.executable, str(ROOT / "viz.py"), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def viz_run(run_dir):
+    """One run with the defaults for --out and --data-dir (ScoreCAM left out: slow on a CPU)."""
+    before = {p.name: digest(p) for p in run_dir.iterdir()}
+    proc = run_viz("--checkpoint", run_dir / "last.pt", "--n", N, "--limit-test", LIMIT_TEST,
+                   "--method", "gradcam", "gradcam++", "eigencam", "--adversarial", "--device", "cpu")
+    return proc, run_dir / "viz", before
+
+
+# -------------------------------------------------------------------------------------- one run
+def test_every_picture_is_a_png_of_sensible_size_and_in_the_report(viz_run, run_dir):
+    proc, out, before = viz_run
+    sizes = {}
+    for name in PICTURES:
+        with Image.open(out / f"{name}.png") as im:
+            assert im.format == "PNG"
+            im.load()  # the whole file decodes, not only its header
+            sizes[name] = im.size
+    assert all(w >= 400 and h >= 250 for w, h in sizes.values()), sizes
+    assert sizes["layers"][0] > 3 * sizes["layers"][1], "one row: the image and its three stages"
+    assert sizes["misclassified"][0] > 2.5 * sizes["misclassified"][1], f"{N} images fit one row"
+    report = (out / "report.md").read_text()
+    for name in PICTURES:
+        assert f"]({name}.png)" in report
+    assert "| gradcam " in report and "| eigencam " in report and "| airplane " in report
+    # It wrote only into its own folder and left the checkpoint as it was.
+    assert {p.name: digest(p) for p in run_dir.iterdir() if p.name != "viz"} == before
+    assert "wrote" in proc.stdout and proc.stdout.rstrip().endswith(" s")
+
+
+def test_gallery_holds_the_first_n_misclassified_images(viz_run, subject):
+    _, out, _ = viz_run
+    model, data, state = subject
+    summary = json.loads((out / "summary.json").read_text())
+    with torch.no_grad():
+        probs = model(normalised(data.test_images[:LIMIT_TEST], state["mean"], state["std"])).softmax(1)
+    labels = data.test_labels[:LIMIT_TEST]
+    wrong = np.flatnonzero(probs.argmax(1).numpy() != labels)
+    assert N <= len(wrong) < LIMIT_TEST - N, "the fixture model makes some mistakes, not only mistakes"
+    shown = summary["misclassified"]
+    assert [m["index"] for m in shown] == wrong[:N].tolist()
+    for m in shown:
+        i = m["index"]
+        assert m["true"] == data.classes[labels[i]] != m["predicted"] == data.classes[int(probs[i].argmax())]
+        assert m["confidence"] == pytest.approx(float(probs[i].max()), abs=1e-4)
+    assert summary["test_images"] == LIMIT_TEST
+    assert summary["accuracy"] == pytest.approx(1 - len(wrong) / LIMIT_TEST)
+    assert sum(r["images"] for r in summary["per_class"]) == LIMIT_TEST
+
+
+def test_faithfulness_and_attack_numbers_are_finite(viz_run):
+    summary = json.loads((viz_run[1] / "summary.json").read_text())
+    assert set(summary["faithfulness"]) == {"gradcam", "gradcam++", "eigencam"}
+    for scores in summary["faithfulness"].values():
+        assert all(np.isfinite(scores[k]) for k in ("morf", "lerf", "score"))
+    attacked = summary["adversarial"]
+    assert len(attacked) == N and all(r["true_after"] <= r["before"] + 1e-6 for r in attacked)
+
+
+# ------------------------------------------------------------------------------------ functions
+@pytest.mark.parametrize("method", list(explain.METHODS))
+def test_each_cam_method_gives_unit_maps_of_image_size(subject, method):
+    model, data, state = subject
+    images = normalised(data.test_images[:2], state["mean"], state["std"])
+    # The gradient-free methods run one forward pass per channel: layer1 (64) keeps them quick.
+    layer = explain.find_layer(model, "layer1" if method in explain.GRADIENT_FREE else "layer3", 32)
+    classes = data.test_labels[:2]
+    maps = explain.cams(model, layer, images, classes, method)
+    assert maps.shape == (2, 32, 32) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    assert maps.max() == pytest.approx(1, abs=1e-4) or maps.max() == 0  # scaled per map
+    scores = explain.faithfulness(model, images, maps, classes)
+    assert all(np.isfinite(v) for v in scores.values())
+
+
+def test_layer_names_resolve_to_blocks_and_map_sizes_are_measured(subject):
+    model = subject[0]
+    assert explain.find_layer(model, "layer3", 32) is model.layer3[1]
+    assert explain.find_layer(model, "layer2.0", 32) is model.layer2[0]
+    assert explain.map_size(model, model.layer3[1], 32) == (8, 8)
+    assert explain.map_size(model, model.layer2[1], 64) == (32, 32)
+    assert explain.fine_enough(model, "layer4", 64)  # 8x8 on larger images: only the size decides
+
+
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_attack_stays_within_eps_in_pixel_space_and_lowers_true_confidence(subject, method):
+    model, data, state = subject
+    pixels = explain.to_pixels(normalised(data.test_images[:4], state["mean"], state["std"]),
+                               state["mean"], state["std"])
+    labels = torch.from_numpy(data.test_labels[:4])
+    eps = 8 / 255
+    torch.manual_seed(0)
+    adv = explain.attack(model, pixels, labels, eps, state["mean"], state["std"], method)
+    assert (adv - pixels).abs().max() <= eps + 1e-6
+    assert (adv - pixels).abs().max() > eps / 2, "the attack moved the pixels"
+    assert adv.min() >= 0 and adv.max() <= 1
+
+    def true_log_prob(x):
+        with torch.no_grad():
+            logits = model(explain.normalise(x, state["mean"], state["std"]))
+        return logits.log_softmax(1)[torch.arange(4), labels]
+    assert (true_log_prob(adv) < true_log_prob(pixels)).all()
+
+
+# ------------------------------------------------------------------------------- user mistakes
+def fails(argv, capsys) -> str:
+    """Run viz in-process as its __main__ does; the one stderr line of a user mistake."""
+    with pytest.raises(SystemExit) as e:
+        cli.run(lambda: viz.main([str(a) for a in argv]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_layer4_is_refused_in_one_line(run_dir):
+    proc = run_viz("--checkpoint", run_dir / "last.pt", "--layer", "layer4", "--out", run_dir / "x",
+                   check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --layer layer4 gives a 4x4 map") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr and not (run_dir / "x").exists()
+
+
+def test_unknown_layer_lists_the_valid_ones(run_dir, capsys):
+    err = fails(["--checkpoint", run_dir / "last.pt", "--layer", "layer9", "--out", run_dir / "x"], capsys)
+    assert "'layer9'" in err and "layer1, layer1.0, layer1.1, layer2" in err
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_code_in_a_pickle_is_never_run(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # unpickling this creates the marker file
+
+    plain, zipped = tmp_path / "plain.pt", tmp_path / "zipped.pt"
+    plain.write_bytes(pickle.dumps({"model": Evil()}))
+    torch.save({"format": checkpoint.FORMAT, "model": Evil()}, zipped)
+    for path in (plain, zipped):
+        assert "not a readable checkpoint" in fails(["--checkpoint", path], capsys)
+    assert not marker.exists()
+
+
+def test_missing_checkpoint_and_bad_flags(run_dir, tmp_path, capsys):
+    assert "does not exist" in fails(["--checkpoint", tmp_path / "nope.pt"], capsys)
+    ckpt = run_dir / "last.pt"
+    assert "--eps" in fails(["--checkpoint", ckpt, "--adversarial", "--eps", "0"], capsys)
+    assert "--method" in fails(["--checkpoint", ckpt, "--method", "gradcam", "magic"], capsys)
+    assert "--adversarial" in fails(["--checkpoint", ckpt, "--attack", "pgd"], capsys)
+    assert "CIFAR-10 not found" in fails(["--checkpoint", ckpt, "--data-dir", tmp_path], capsys)
