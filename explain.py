@@ -150,7 +150,9 @@ def hwc(pixels: torch.Tensor) -> np.ndarray:
 
 def overlay(pixels: torch.Tensor, cam: np.ndarray, title: str) -> tuple:
     """A grid cell: the CAM over the image; its title says when the map is empty."""
-    return show_cam_on_image(hwc(pixels), cam, use_rgb=True), title + (" — empty" if not cam.any() else "")
+    if not cam.any():
+        title = f"{title} — empty" if title else "empty"
+    return show_cam_on_image(hwc(pixels), cam, use_rgb=True), title
 
 
 def grid(rows: list, path: Path, title: str, cam_bar=True, cell=2.0):

@@ -9,18 +9,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import cli
 import explain
-import nets
 import pipeline
 import viz
 from nets import checkpoint
 from tests.conftest import ROOT, write_cifar
 
 N, LIMIT_TEST = 4, 120
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread()
 PICTURES = ("curves", "misclassified", "gradcam", "layers", "methods", "confusion", "adversarial")
 
 
@@ -33,7 +32,7 @@ def normalised(images, mean, std):
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """CAMs run tiny batches: on a shared CPU a second torch thread mostly waits for the first
-    (10x slower under load). One thread here and in the viz.py subprocesses; restored afterwards."""
+    (10x slower under load). One thread here and in the subprocesses; restored afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -47,37 +46,15 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_dir(data_dir, tmp_path_factory):
-    """A checkpoint in train.py's format, cheap: the random convolutions stay, BatchNorm statistics
-    are measured on 96 training images and the classifier gets 40 SGD steps on their features.
-    Good enough to get about half of the tinted test images right: mistakes and hits to explain."""
-    torch.manual_seed(0)
-    data = pipeline.load_cifar10(data_dir, download=False)
-    model = nets.create("resnet18")
-    x = normalised(data.train_images[:96], data.mean, data.std)
-    y = torch.from_numpy(data.train_labels[:96])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # running statistics = the plain average over what it sees
-    features = []
-    hook = model.pool.register_forward_hook(lambda m, i, o: features.append(o.flatten(1)))
-    with torch.no_grad():
-        model.train()(x)
-    hook.remove()
-    optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(40):
-        loss = F.cross_entropy(model.fc(features[0]), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    history = [dict(epoch=e, lr=lr, train_loss=2.3 - 0.4 * e, train_acc=0.2 * e, test_loss=2.4 - 0.4 * e,
-                    test_acc=0.25 * e, img_s=30.0, seconds=4.0) for e, lr in ((1, 0.1), (2, 0.01))]
-    config = dict(model="resnet18", data="cifar10", data_dir=str(data_dir), image_size=32,
-                  channels_last=True, precision="bf16", batch_size=32, epochs=2, seed=0)
-    run = tmp_path_factory.mktemp("viz-run")
-    checkpoint.save(run / "last.pt", dict(
-        model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=None, scaler=None, epoch=2,
-        step=0, partial=None, rng=None, config=config, classes=list(data.classes), mean=list(data.mean),
-        std=list(data.std), image_size=32, history=history, best_acc=0.5))
+    """A real run of train.py, small: bf16 autocast and channels-last as by default, 3 epochs of 128
+    images. It gets about half of the tinted test images right: mistakes and hits to explain."""
+    run = tmp_path_factory.mktemp("viz-run") / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(data_dir), "--out",
+                           str(run), "--epochs", "3", "--batch-size", "32", "--limit-train", "128",
+                           "--limit-test", str(LIMIT_TEST), "--lr", "0.02", "--precision", "bf16",
+                           "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
 
@@ -91,21 +68,22 @@ def subject(run_dir, data_dir):
 
 def run_viz(*args, check=True):
     proc = subprocess.run([sys.executable, str(ROOT / "viz.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def contents(run) -> dict:
+    """Every file under the run directory but viz/, with a hash of its bytes."""
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file() and p.relative_to(run).parts[0] != "viz"}
 
 
 @pytest.fixture(scope="session")
 def viz_run(run_dir):
     """One run with the defaults for --out and --data-dir (ScoreCAM left out: slow on a CPU)."""
-    before = {p.name: digest(p) for p in run_dir.iterdir()}
+    before = contents(run_dir)
     proc = run_viz("--checkpoint", run_dir / "last.pt", "--n", N, "--limit-test", LIMIT_TEST,
                    "--method", "gradcam", "gradcam++", "eigencam", "--adversarial", "--device", "cpu")
     return proc, run_dir / "viz", before
@@ -128,7 +106,7 @@ def test_every_picture_is_a_png_of_sensible_size_and_in_the_report(viz_run, run_
         assert f"]({name}.png)" in report
     assert "| gradcam " in report and "| eigencam " in report and "| airplane " in report
     # It wrote only into its own folder and left the checkpoint as it was.
-    assert {p.name: digest(p) for p in run_dir.iterdir() if p.name != "viz"} == before
+    assert contents(run_dir) == before and "last.pt" in before
     assert "wrote" in proc.stdout and proc.stdout.rstrip().endswith(" s")
 
 
