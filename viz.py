@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure  # no pyplot: no global figures, no GUI backend
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 import cli
@@ -43,7 +44,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=10, help="images per gallery (default 10)")
     p.add_argument("--layer", default="layer3", help="where the CAMs look (default layer3, 8x8 on CIFAR)")
     p.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS),
-                   help=f"CAM methods to compare: {', '.join(explain.METHODS)} (default: {' '.join(DEFAULT_METHODS)})")
+                   help=f"CAM methods to compare, of {', '.join(explain.METHODS)} (default: "
+                        f"{' '.join(DEFAULT_METHODS)})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--adversarial", action="store_true", help="attack correctly classified images")
     p.add_argument("--attack", choices=("fgsm", "pgd"), help="with --adversarial (default fgsm)")
@@ -89,14 +91,14 @@ def load_model(state: dict, path, device) -> nn.Module:
     return model.float().eval().to(device)
 
 
-def open_data(state: dict, data_dir) -> pipeline.Dataset:
+def open_data(state: dict, data_dir: str) -> pipeline.Dataset:
+    """The run's dataset (never downloaded: viz explains what exists), checked against its classes."""
     cfg = state["config"]
-    data_dir = data_dir or cfg["data_dir"]
     data = pipeline.open_dataset(cfg.get("data", "cifar10"), data_dir, cfg.get("image_size", 0),
                                  download=False)
     if list(data.classes) != list(state["classes"]):
-        raise pipeline.DataError(f"{data_dir} holds classes {list(data.classes)[:5]}..., the checkpoint "
-                                 f"was trained on {list(state['classes'])[:5]}...: pass its data with --data-dir")
+        raise pipeline.DataError(f"{data_dir} holds classes {list(data.classes)[:4]}..., the checkpoint "
+                                 f"{list(state['classes'])[:4]}...: pass the run's data with --data-dir")
     return data
 
 
@@ -112,13 +114,12 @@ def predict(model, loader) -> tuple:
 
 def gather(loader, index) -> torch.Tensor:
     """The normalised images at test-set positions `index`, in that order (one more pass)."""
-    where, found, start = {int(i): k for k, i in enumerate(index)}, [None] * len(index), 0
+    wanted, found, start = set(map(int, index)), {}, 0
     for x, _ in loader:
-        for i in range(start, start + len(x)):
-            if i in where:
-                found[where[i]] = x[i - start].float().clone()  # DALI reuses its buffers
+        for i in wanted.intersection(range(start, start + len(x))):
+            found[i] = x[i - start].float().clone()  # DALI reuses its buffers
         start += len(x)
-    return torch.stack(found) if found else torch.empty(0)
+    return torch.stack([found[int(i)] for i in index])
 
 
 # ---------------------------------------------------------------------------------------- figures
@@ -144,6 +145,7 @@ def plot_curves(history: list, path: Path):
         ax.legend()
     for ax in (loss, acc, lr):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("training history" if history else "training history: no finished epoch yet")
     fig.savefig(path)
 
@@ -197,37 +199,44 @@ def per_class(matrix: np.ndarray, classes: list) -> list:
 
 
 def tables(summary: dict) -> dict:
-    t = {"faithfulness": table(
-        ["method", "MoRF Δconf", "LeRF Δconf", "LeRF−MoRF", "seconds"],
-        [[m, f"{f['morf']:+.4f}", f"{f['lerf']:+.4f}", f"{f['score']:+.4f}", f"{f['seconds']:.1f}"]
-         for m, f in summary["faithfulness"].items()]),
-        "per_class": table(["class", "images", "accuracy", "most often taken for"],
-                           [[r["class"], r["images"], f"{r['accuracy']:.1%}", r["confused_with"]]
-                            for r in summary["per_class"]])}
+    """The report's tables by name: faithfulness, per-class accuracy, and the attack if there was one."""
+    faith = [[m, *(f"{f[k]:+.4f}" for k in ("morf", "lerf", "score")), f"{f['seconds']:.1f}"]
+             for m, f in summary["faithfulness"].items()]
+    classes = [[r["class"], r["images"], f"{r['accuracy']:.1%}", r["confused_with"]]
+               for r in summary["per_class"]]
+    t = {"faithfulness": table(["method", "MoRF Δconf", "LeRF Δconf", "LeRF−MoRF", "seconds"], faith),
+         "per_class": table(["class", "images", "accuracy", "most often taken for"], classes)}
     if summary.get("adversarial"):
-        t["adversarial"] = table(["true", "conf", "attacked → predicted", "conf", "true conf after"],
-                                 [[r["true"], f"{r['before']:.1%}", r["predicted"], f"{r['confidence']:.1%}",
-                                   f"{r['true_after']:.1%}"] for r in summary["adversarial"]])
+        rows = [[r["true"], f"{r['before']:.1%}", r["predicted"], f"{r['confidence']:.1%}",
+                 f"{r['true_after']:.1%}"] for r in summary["adversarial"]]
+        t["adversarial"] = table(["true", "conf", "after attack", "conf", "true class conf"], rows)
     return t
 
 
+def headline(summary: dict, state: dict) -> str:
+    """What was explained, and its accuracy now next to what training measured."""
+    h, cfg = state["history"], state["config"]
+    trained = "no finished epoch yet"
+    if h:
+        subset = f" (on the first {cfg['limit_test']} test images)" if cfg.get("limit_test") else ""
+        trained = f"final {h[-1]['test_acc']:.2%}, best {state.get('best_acc', 0):.2%}{subset}"
+    return (f"{cfg['model']} on {cfg.get('data', 'cifar10')} ({summary['data_dir']}), epoch {state['epoch']} "
+            f"of {cfg.get('epochs', '?')}, {cfg.get('precision', '?')}. Test accuracy now: "
+            f"**{summary['accuracy']:.2%}** on {summary['test_images']} images; in training: {trained}.")
+
+
 def report(summary: dict, state: dict, t: dict) -> str:
-    h, cfg, acc = state["history"], state["config"], summary["accuracy"]
-    trained = (f"last epoch {h[-1]['test_acc']:.2%}, best {state.get('best_acc', 0):.2%}" if h
-               else "no finished epoch")
-    parts = [f"# {summary['checkpoint']}",
-             f"{cfg['model']} on {cfg.get('data', 'cifar10')} ({summary['data_dir']}), epoch {state['epoch']} "
-             f"of {cfg.get('epochs', '?')}. Test accuracy now: **{acc:.2%}** on {summary['test_images']} "
-             f"images; during training: {trained}.",
-             "## Config", "```json\n" + json.dumps(cfg, indent=2) + "\n```",
+    removed = ", ".join(f"{100 - p}" for p in explain.ROAD_PERCENTILES)
+    parts = [f"# {summary['checkpoint']}", headline(summary, state),
+             "## Config", "```json\n" + json.dumps(state["config"], indent=2) + "\n```",
              "## Training curves", "![curves](curves.png)",
              "## Misclassified test images", "![misclassified](misclassified.png)",
              f"## Grad-CAM at {summary['layer']}", "![gradcam](gradcam.png)", "![layers](layers.png)",
              "## CAM methods and their faithfulness", "![methods](methods.png)",
              f"ROAD on the {summary['method_images']} images above, for the predicted class: mean change of "
              "its softmax confidence when the most (MoRF) or least (LeRF) relevant pixels are imputed "
-             f"({', '.join(f'{100 - p}' for p in explain.ROAD_PERCENTILES)} % of them). Faithful: MoRF "
-             "drops far, LeRF little, LeRF−MoRF > 0.", t["faithfulness"],
+             f"({removed} % of them). Faithful: MoRF drops far, LeRF little, LeRF−MoRF > 0.",
+             t["faithfulness"],
              "## Confusion and per-class accuracy", "![confusion](confusion.png)", t["per_class"]]
     if "adversarial" in t:
         a = summary["attack"]
@@ -238,14 +247,27 @@ def report(summary: dict, state: dict, t: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------- main
-def study(s: explain.Study, args, state: dict, data: pipeline.Dataset, device) -> dict:
-    """Run the test set through the model, draw every picture; the numbers for the report."""
-    items, labels = (a[:args.limit_test or None] for a in data.test)
+def test_pass(s: explain.Study, data: pipeline.Dataset, state: dict, limit: int, device) -> tuple:
+    """(loader, labels, predictions, confidences) of the test set, or its first `limit` images."""
+    items, labels = (a[:limit or None] for a in data.test)
     loader = data.eval_loader(items, labels, mean=s.mean, std=s.std, batch_size=EVAL_BATCH,
                               device_id=device.index, dtype=torch.float32,
                               channels_last=state["config"].get("channels_last", True))
     probs, labels = predict(s.model, loader)
-    preds, conf = probs.argmax(1), probs.max(1)
+    return loader, labels, probs.argmax(1), probs.max(1)
+
+
+def confusion(s: explain.Study, labels, preds) -> list:
+    """confusion.png; per-class accuracy rows."""
+    matrix = np.zeros((len(s.classes),) * 2, dtype=np.int64)
+    np.add.at(matrix, (labels, preds), 1)
+    plot_confusion(matrix, s.classes, s.out / "confusion.png")
+    return per_class(matrix, s.classes)
+
+
+def study(s: explain.Study, args, state: dict, data: pipeline.Dataset, device) -> dict:
+    """Every picture; the numbers for the report."""
+    loader, labels, preds, conf = test_pass(s, data, state, args.limit_test, device)
     wrong = np.flatnonzero(preds != labels)[:args.n]
     right = np.flatnonzero(preds == labels)[:args.n if args.adversarial else 0]
     shown = wrong if len(wrong) else np.arange(min(args.n, len(labels)))  # no mistakes: explain hits
@@ -257,19 +279,16 @@ def study(s: explain.Study, args, state: dict, data: pipeline.Dataset, device) -
             "images (true → predicted)" if len(wrong) else f"no mistakes in {len(labels)} test images")
     explain.class_pairs(s, pics, labels[shown], preds[shown], conf[shown])
     explain.by_depth(s, pics[0], labels[shown[0]], preds[shown[0]], conf[shown[0]])
-    matrix = np.zeros((len(s.classes),) * 2, dtype=np.int64)
-    np.add.at(matrix, (labels, preds), 1)
-    plot_confusion(matrix, s.classes, s.out / "confusion.png")
     summary = {"layer": s.layer_name, "test_images": len(labels), "accuracy": float((preds == labels).mean()),
-               "misclassified": [{"index": int(i), "true": s.classes[labels[i]], "predicted": s.classes[preds[i]],
-                                  "confidence": float(conf[i])} for i in wrong],
-               "method_images": len(few),
-               "faithfulness": explain.compare_methods(s, pics[:len(few)], preds[few], args.method),
-               "per_class": per_class(matrix, s.classes)}
+               "misclassified": [{"index": int(i), "true": s.classes[labels[i]],
+                                  "predicted": s.classes[preds[i]], "confidence": float(conf[i])}
+                                 for i in wrong],
+               "per_class": confusion(s, labels, preds), "method_images": len(few),
+               "faithfulness": explain.compare_methods(s, pics[:len(few)], preds[few], args.method)}
     if len(right):
+        hits = torch.as_tensor(labels[right], device=device)
         summary["attack"] = {"method": args.attack, "eps": args.eps}
-        summary["adversarial"] = explain.attacked(s, images[len(shown):], torch.as_tensor(labels[right], device=device),
-                                                  args.attack, args.eps)
+        summary["adversarial"] = explain.attacked(s, images[len(shown):], hits, args.attack, args.eps)
     elif args.adversarial:
         print("note: no correctly classified test image to attack", file=sys.stderr)
     return summary
@@ -281,13 +300,14 @@ def main(argv=None):
     state = checkpoint.load(args.checkpoint)
     device = pick_device(args.device)
     model = load_model(state, args.checkpoint, device)
-    data = open_data(state, args.data_dir)
+    data_dir = args.data_dir or state["config"].get("data_dir", "data")
+    data = open_data(state, data_dir)
     layer = explain.find_layer(model, args.layer, data.image_size)  # a bad layer fails before the long work
     out = args.out or Path(args.checkpoint).parent / "viz"
     out.mkdir(parents=True, exist_ok=True)
     s = explain.Study(model, layer, args.layer, list(state["classes"]), tuple(state["mean"]),
                       tuple(state["std"]), data.image_size, out)
-    summary = {"checkpoint": str(args.checkpoint), "data_dir": str(args.data_dir or state["config"]["data_dir"]),
+    summary = {"checkpoint": str(args.checkpoint), "data_dir": str(data_dir),
                **study(s, args, state, data, device), "seconds": time.perf_counter() - t0}
     t = tables(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

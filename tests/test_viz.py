@@ -224,9 +224,12 @@ def test_code_in_a_pickle_is_never_run(tmp_path, capsys):
     assert not marker.exists()
 
 
-def test_missing_checkpoint_and_bad_flags(run_dir, tmp_path, capsys):
+def test_missing_or_truncated_checkpoint_and_bad_flags(run_dir, tmp_path, capsys):
     assert "does not exist" in fails(["--checkpoint", tmp_path / "nope.pt"], capsys)
     ckpt = run_dir / "last.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:100_000])
+    assert "not a readable checkpoint" in fails(["--checkpoint", truncated], capsys)
     assert "--eps" in fails(["--checkpoint", ckpt, "--adversarial", "--eps", "0"], capsys)
     assert "--method" in fails(["--checkpoint", ckpt, "--method", "gradcam", "magic"], capsys)
     assert "--adversarial" in fails(["--checkpoint", ckpt, "--attack", "pgd"], capsys)
