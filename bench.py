@@ -144,24 +144,28 @@ def first_forever(batches):
 
 
 def forever(loader):
-    """Batches across as many epochs as asked for (each loader reshuffles at every pass)."""
+    """Batches across as many epochs as asked for (each loader reshuffles at every pass). A loader,
+    not a generator: an exhausted one would make this spin for ever."""
     return (batch for _ in iter(int, 1) for batch in loader)
 
 
 # --------------------------------------------------------------------------------------- measuring
 def measure(run, sync, warmup: int, repeats: int) -> dict:
-    """img/s of run() (which returns how many images it processed): untimed warm-up runs, then timed ones."""
+    """img/s of run() (which returns how many images it processed): untimed warm-up runs, then timed ones.
+    cpu_per_wall is this process's CPU seconds per second (DataLoader workers are other processes):
+    below the thread count in a model stage, something else had the cores and the figure is low."""
     for _ in range(warmup):
         run()
     sync()
-    rates = []
+    rates, wall, cpu = [], 0.0, time.process_time()
     for _ in range(repeats):
         t0 = time.perf_counter()
         n = run()
         sync()
         rates.append(n / (time.perf_counter() - t0))
+        wall += time.perf_counter() - t0
     return dict(median=statistics.median(rates), min=min(rates), max=max(rates), runs=rates,
-                images_per_run=n)
+                images_per_run=n, cpu_per_wall=(time.process_time() - cpu) / wall)
 
 
 def one_pass(batches_of):
@@ -244,7 +248,7 @@ def stages(cfg, device, dtype, workers: int, images, labels, model_steps: int) -
         "pipeline_baseline": one_pass(lambda: baseline_batches(baseline, device, cfg.channels_last)),
         "model_only": steps(step, first_forever(dali_stream), model_steps),
         "e2e_dali": steps(step, dali_stream, model_steps),
-        "e2e_baseline": steps(step, forever(baseline_batches(baseline, device, cfg.channels_last)),
+        "e2e_baseline": steps(step, baseline_batches(forever(baseline), device, cfg.channels_last),
                               model_steps),
     }, model_steps
 
@@ -312,13 +316,14 @@ def table(report: dict) -> str:
     c, d, res, rat, mem = (report[k] for k in ("config", "data", "results", "ratios", "memory"))
     dev = report["device"]
     lines = [f"{c['model']} | {dev['type']}: {dev['name']} ({dev['cores']} cores) | batch {c['batch_size']} | "
-             f"{c['precision']}, loader {c['loader_dtype']}{', channels-last' if c['channels_last'] else ''} | "
-             f"{d['images']} {d['source']} images | {c['workers']} workers | "
-             f"{c['repeats']} repeats of {c['model_steps']} steps / 1 pass",
+             f"{c['precision']}, loader {c['loader_dtype']}{', channels-last' if c['channels_last'] else ''}",
+             f"{d['images']} {d['source']} images | {c['workers']} DataLoader workers | {c['warmup']} warm-up + "
+             f"{c['repeats']} timed runs of 1 pass / {c['model_steps']} steps",
              "",
-             f"{'img/s':>36}{'median':>12}{'min':>12}{'max':>12}"]
+             f"{'img/s':>36}{'median':>12}{'min':>12}{'max':>12}{'cpu/wall':>10}"]
     for key, label in STAGES.items():
-        lines.append(f"{label:<36}" + "".join(f"{res[key][s]:>12,.0f}" for s in ("median", "min", "max")))
+        lines.append(f"{label:<36}" + "".join(f"{res[key][s]:>12,.0f}" for s in ("median", "min", "max"))
+                     + f"{res[key]['cpu_per_wall']:>10.2f}")
     lines += ["",
               f"{'DALI / DataLoader, pipeline':<36}{rat['pipeline_dali_over_baseline']:>12.1f}x",
               f"{'end-to-end DALI / model only':<36}{rat['e2e_dali_over_model_only']:>12.2f}"
@@ -329,7 +334,8 @@ def table(report: dict) -> str:
     if mem["gpu_max_allocated_mb"] is not None:
         lines.append(f"{'GPU max allocated (torch)':<36}{max(mem['gpu_max_allocated_mb'].values()):>10,.0f}MB"
                      f"   device in use at the end {mem['gpu_device_used_mb']:,.0f} MB")
-    lines.append(f"{'wall time':<36}{report['seconds']:>11.0f}s")
+    lines.append(f"{'wall time':<36}{report['seconds']:>11.0f}s   load average "
+                 f"{dev['load_average_start']:.1f} -> {dev['load_average_end']:.1f} (other processes skew figures)")
     return "\n".join(lines)
 
 
