@@ -159,8 +159,8 @@ def grid(rows: list, path: Path, title: str, cam_bar=True, cell=2.0):
     """A table of images: rows of (image HWC, title) cells, None for a gap; a colour bar for overlays."""
     cols = max(len(r) for r in rows)
     widths = [0.12 if c is None else 1 for c in rows[0] + [0] * (cols - len(rows[0]))]  # gaps are narrow
-    fig = Figure(figsize=(cell * sum(widths) + (0.9 if cam_bar else 0), cell * len(rows) + 0.6),
-                 layout="constrained", dpi=110)
+    width = max(cell * sum(widths) + (0.9 if cam_bar else 0), 4.5)  # room for the title
+    fig = Figure(figsize=(width, cell * len(rows) + 0.6), layout="constrained", dpi=110)
     axes = fig.subplots(len(rows), cols, squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax_row, cells in zip(axes, rows):
         for ax, item in zip(ax_row, cells + [None] * (cols - len(cells))):

@@ -41,7 +41,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="a .pt file written by train.py")
     p.add_argument("--out", type=Path, help="output folder (default: viz/ next to the checkpoint)")
     p.add_argument("--data-dir", help="dataset folder (default: the one the run trained on)")
-    p.add_argument("--n", type=int, default=10, help="images per gallery (default 10)")
+    p.add_argument("--n", type=int, default=10,
+                   help=f"images per gallery (default 10; methods.png: the first {METHOD_IMAGES})")
     p.add_argument("--layer", default="layer3", help="where the CAMs look (default layer3, 8x8 on CIFAR)")
     p.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS),
                    help=f"CAM methods to compare, of {', '.join(explain.METHODS)} (default: "
@@ -276,7 +277,8 @@ def study(s: explain.Study, args, state: dict, data: pipeline.Dataset, device) -
 
     plot_curves(state["history"], s.out / "curves.png")
     gallery(s, pics, shown, labels, preds, conf, f"first {len(wrong)} misclassified of {len(labels)} test "
-            "images (true → predicted)" if len(wrong) else f"no mistakes in {len(labels)} test images")
+            "images (true → predicted)" if len(wrong) else f"no mistakes in {len(labels)} test images: the first "
+            f"{len(shown)} instead")
     explain.class_pairs(s, pics, labels[shown], preds[shown], conf[shown])
     explain.by_depth(s, pics[0], labels[shown[0]], preds[shown[0]], conf[shown[0]])
     summary = {"layer": s.layer_name, "test_images": len(labels), "accuracy": float((preds == labels).mean()),
