@@ -60,7 +60,7 @@ RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin 
 WORKDIR /workspace
 COPY pipeline/ ./pipeline/
 COPY nets/ ./nets/
-COPY cli.py lr_finder.py runlog.py train.py viz.py bench.py ./
+COPY cli.py explain.py lr_finder.py runlog.py train.py viz.py bench.py ./
 RUN chmod 1777 /workspace \
  && ln -s /data /workspace/data \
  && ln -s /runs /workspace/runs

@@ -1,4 +1,5 @@
 """What every command-line entry point shares: user mistakes become one line on stderr and exit 2."""
+import argparse
 import sys
 
 from nets.checkpoint import CheckpointError
@@ -10,6 +11,13 @@ class UsageError(ValueError):
 
 
 USER_ERRORS = (UsageError, DataError, CheckpointError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line and exit 2 like every other user mistake."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
 
 
 def fail(message: str, code: int = 2):

@@ -95,14 +95,9 @@ def lr_value(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, as for every other user mistake
-        cli.fail(f"{message} (see --help)")
-
-
 def parse_args(argv) -> dict:
     """Only the flags given on the command line (the rest come from Config or the checkpoint)."""
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                argument_default=argparse.SUPPRESS)
     d = Config()
     p.add_argument("--model", choices=sorted(nets.MODELS), help=f"default {d.model}")

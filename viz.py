@@ -31,13 +31,8 @@ METHOD_IMAGES = 4   # methods.png and the faithfulness table: ScoreCAM costs a p
 EVAL_BATCH = 256
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, as for every other user mistake
-        cli.fail(f"{message} (see --help)")
-
-
 def parse_args(argv) -> argparse.Namespace:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .pt file written by train.py")
     p.add_argument("--out", type=Path, help="output folder (default: viz/ next to the checkpoint)")
     p.add_argument("--data-dir", help="dataset folder (default: the one the run trained on)")
