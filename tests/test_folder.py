@@ -1,5 +1,6 @@
 """Image folders decoded by DALI (CPU backend): checks before training, eval coverage, training
 determinism, resizing, and the augmentation draws; on real CIFAR-10 JPEGs where the archive is present."""
+import json
 import os
 import re
 import shutil
@@ -282,3 +283,10 @@ def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path):
         assert state["history"][0]["test_count"] == n_test  # every test file once
         assert state["image_size"] == 32
         assert state["classes"] == (CLASSES if root == jpegs else ["cat", "dog"])
+        # viz.py explains it from the checkpoint alone: classes, size and normalisation are stored.
+        shown = subprocess.run([sys.executable, "viz.py", "--checkpoint", str(run / "last.pt"), "--n", "2",
+                                "--method", "gradcam", "--device", "cpu"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        summary = json.loads((run / "viz" / "summary.json").read_text())
+        assert summary["test_images"] == n_test and (run / "viz" / "gradcam.png").stat().st_size > 5000
