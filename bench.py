@@ -48,7 +48,7 @@ STAGES = {  # JSON key: table label
 
 
 def parse_args(argv) -> argparse.Namespace:
-    p = train.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="data", help="CIFAR-10 store folder (default ./data)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="benchmark on N random uint8 32x32 images instead of CIFAR-10")
@@ -57,6 +57,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=train.Config.batch_size)
     p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=train.Config.precision)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the model (the warm-up run pays for the compilation)")
     p.add_argument("--images", type=int, default=0,
                    help=f"images per pipeline pass (default: all on a GPU, {CPU_IMAGES} on a CPU)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -194,7 +196,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # train.py's own Config checks and device choice: the benchmark trains as train.py does.
     cfg = train.build_config(dict(model=args.model, batch_size=args.batch_size, precision=args.precision,
-                                  channels_last=args.channels_last, device=args.device, seed=args.seed),
+                                  channels_last=args.channels_last, compile=args.compile,
+                                  device=args.device, seed=args.seed),
                              None)
     device = train.resolve_device(cfg, 0)
     gpu = device.index if device.type == "cuda" else None
@@ -219,7 +222,8 @@ def main(argv=None):
         versions=versions(),
         config=dict(model=cfg.model, batch_size=cfg.batch_size, precision=cfg.precision,
                     loader_dtype=str(dtype).removeprefix("torch."), baseline_dtype="float32",
-                    channels_last=cfg.channels_last, workers=args.workers, repeats=args.repeats,
+                    channels_last=cfg.channels_last, compile=cfg.compile, workers=args.workers,
+                    repeats=args.repeats,
                     warmup=args.warmup, model_steps=model_steps, seed=cfg.seed,
                     torch_threads=torch.get_num_threads()),
         data=dict(source=source, synthetic=bool(args.synthetic), images=n, available=len(all_labels),
@@ -283,7 +287,8 @@ def training_step(cfg, device):
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     amp = torch.autocast(device.type, enabled=cfg.precision != "fp32",
                          dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
-    return lambda x, y: train.train_step(model, optimizer, scaler, amp, x, y, cfg.label_smoothing)
+    step_model = torch.compile(model) if cfg.compile else model
+    return lambda x, y: train.train_step(step_model, optimizer, scaler, amp, x, y, cfg.label_smoothing)
 
 
 def ratios(r: dict) -> dict:
