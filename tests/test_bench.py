@@ -10,7 +10,6 @@ import torch
 
 import bench
 import cli
-from bench import Cutout
 from tests.conftest import ROOT
 
 STAGES = ("pipeline_dali", "pipeline_baseline", "model_only", "e2e_dali", "e2e_baseline")
@@ -87,7 +86,7 @@ def test_no_dataset_is_an_error_from_the_shell_never_fake_data(tmp_path):
 
 def test_cutout_zeroes_one_clipped_square_with_uniform_centre():
     torch.manual_seed(0)
-    cut = Cutout(16)
+    cut = bench.Cutout(16)
     full, sides = 0, set()
     for _ in range(2000):
         x = cut(torch.ones(3, 32, 32))
