@@ -208,8 +208,7 @@ def main(argv=None):
     if n < cfg.batch_size:
         raise UsageError(f"{n} images make no full batch of {cfg.batch_size}: lower --batch-size")
     train.seed_everything(cfg.seed)
-    # As in train.main: DALI has no bfloat16, so it emits float16 on a GPU and autocast takes it from there.
-    dtype = torch.float16 if cfg.precision != "fp32" and gpu is not None else torch.float32
+    dtype = train.precision(cfg, device)[2]
 
     runs, model_steps = stages(cfg, device, dtype, args.workers, all_images[:n], all_labels[:n],
                                args.model_steps)
@@ -280,13 +279,9 @@ def measure_all(runs: dict, gpu, warmup: int, repeats: int) -> tuple:
 
 def training_step(cfg, device):
     """train.train_step with the model, optimizer, autocast and scaler set up as train.main does."""
-    model = nets.create(cfg.model).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = train.build_model(cfg, 10, device)
     optimizer = train.build_optimizer(cfg, model, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    amp = torch.autocast(device.type, enabled=cfg.precision != "fp32",
-                         dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
+    amp, scaler, _ = train.precision(cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
     return lambda x, y: train.train_step(step_model, optimizer, scaler, amp, x, y, cfg.label_smoothing)
 

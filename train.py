@@ -187,6 +187,23 @@ def split(cfg: Config, data: pipeline.Dataset) -> dict:
     return parts
 
 
+def build_model(cfg: Config, num_classes: int, device) -> torch.nn.Module:
+    model = nets.create(cfg.model, num_classes).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # NHWC: the layout tensor cores want
+    return model
+
+
+def precision(cfg: Config, device) -> tuple:
+    """(autocast context, gradient scaler, dtype the loaders emit) for cfg.precision on device."""
+    amp = torch.autocast(device.type, enabled=cfg.precision != "fp32",
+                         dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    # DALI has no bfloat16: it emits float16 on the GPU and autocast casts in the first conv.
+    dtype = torch.float16 if cfg.precision != "fp32" and device.type == "cuda" else torch.float32
+    return amp, scaler, dtype
+
+
 def build_optimizer(cfg: Config, model, device) -> torch.optim.Optimizer:
     params, fused = model.parameters(), device.type == "cuda"  # fused kernels: one launch per step
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -305,8 +322,7 @@ def main(argv=None):
     seed_everything(cfg.seed)
     start_epoch, start_step = (resumed["epoch"], resumed["step"]) if resumed else (0, 0)
     gpu = device.index if device.type == "cuda" else None
-    # DALI has no bfloat16: it emits float16 on the GPU and autocast casts in the first conv.
-    dtype = torch.float16 if cfg.precision != "fp32" and gpu is not None else torch.float32
+    amp, scaler, dtype = precision(cfg, device)
     common = dict(mean=data.mean, std=data.std, batch_size=cfg.batch_size, device_id=gpu, dtype=dtype,
                   channels_last=cfg.channels_last, shard_id=rank, num_shards=world)
     train_loader = data.train_loader(*parts["train"], seed=cfg.seed, start_epoch=start_epoch,
@@ -316,13 +332,8 @@ def main(argv=None):
                          f"{cfg.batch_size} per process: lower --batch-size")
     eval_loaders = {k: data.eval_loader(*parts[k], **common) for k in parts if k != "train"}
 
-    model = nets.create(cfg.model, num_classes=len(data.classes)).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # NHWC: the layout tensor cores want
+    model = build_model(cfg, len(data.classes), device)
     optimizer = build_optimizer(cfg, model, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    amp = torch.autocast(device.type, enabled=cfg.precision != "fp32",
-                         dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
     step_model = torch.compile(model) if cfg.compile else model  # checkpoints save `model`: no prefix
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(

@@ -1,14 +1,16 @@
 """The CIFAR-10 store and the DALI train/eval pipelines, on DALI's CPU backend."""
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, train_loader
-from pipeline.cifar import STORE_NAME
 from pipeline.dali import CUTOUT, PAD
-from tests.conftest import CLASSES, write_cifar
+from pipeline.cifar import STORE_NAME
+from tests.conftest import CLASSES, ROOT
 
 
 def read_pickles(root):
@@ -138,3 +140,67 @@ def test_same_seed_same_batches_other_seed_or_epoch_differs():
     assert not torch.equal(a, c) and not torch.equal(ya, yc)
     d, _ = augmented(seed=3, n=256, epoch=1)
     assert not torch.equal(a, d)
+
+
+class PlantedCode:
+    """Unpickling this runs code (creates a file): the batch reader must refuse it, not run it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def damage(root, how):
+    path = root / "cifar-10-batches-py" / "data_batch_3"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif how == "wrong shape":
+        with open(path, "wb") as f:
+            pickle.dump({"data": np.zeros((10, 3000), np.uint8), "labels": [0] * 10}, f, protocol=2)
+    elif how == "bad labels":
+        with open(path, "wb") as f:
+            pickle.dump({"data": np.zeros((10, 3072), np.uint8), "labels": [12] * 10}, f, protocol=2)
+    elif how == "planted code":
+        with open(path, "wb") as f:
+            pickle.dump({"data": PlantedCode(root / "pwned"), "labels": []}, f, protocol=2)
+    return path
+
+
+@pytest.mark.parametrize("how, words", [
+    ("truncated", "truncated or not a CIFAR-10 batch file"),
+    ("wrong shape", "'data' must be N x 3072 uint8, found (10, 3000)"),
+    ("bad labels", "'labels' must be 10 ints in [0, 10)"),
+    ("planted code", "refused to load io.open"),
+])
+def test_broken_batch_file_is_named_and_nothing_is_written(cifar_dir, how, words):
+    path = damage(cifar_dir, how)
+    with pytest.raises(DataError) as e:
+        load_cifar10(cifar_dir, download=False)
+    assert str(path) in str(e.value) and words in str(e.value) and "delete" in str(e.value)
+    assert sorted(p.name for p in cifar_dir.iterdir()) == ["cifar-10-batches-py"]  # no store, no temp
+    assert not (cifar_dir / "pwned").exists()
+
+
+def test_unreadable_store_says_to_delete_it(cifar_dir):
+    load_cifar10(cifar_dir, download=False)
+    store = cifar_dir / STORE_NAME
+    store.write_bytes(store.read_bytes()[:1000])
+    with pytest.raises(DataError, match="unreadable .*delete it to rebuild"):
+        load_cifar10(cifar_dir, download=False)
+
+
+def test_missing_dataset_with_download_off(tmp_path):
+    with pytest.raises(DataError, match="CIFAR-10 not found in .* downloading is off: put "
+                                        "cifar-10-python.tar.gz"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_broken_batch_through_train_py_exits_2_without_traceback(cifar_dir, tmp_path):
+    damage(cifar_dir, "truncated")
+    proc = subprocess.run([sys.executable, "train.py", "--data-dir", str(cifar_dir), "--out",
+                           str(tmp_path / "run"), "--device", "cpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "data_batch_3 is truncated" in proc.stderr and not (tmp_path / "run").exists()
