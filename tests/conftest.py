@@ -40,3 +40,9 @@ def write_cifar(root: Path, per_batch=100, n_test=1000, seed=0) -> Path:
 @pytest.fixture
 def cifar_dir(tmp_path):
     return write_cifar(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """One synthetic CIFAR-10 shared by the runs of a test module."""
+    return write_cifar(tmp_path_factory.mktemp("cifar") / "data")

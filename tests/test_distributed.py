@@ -13,7 +13,7 @@ import nets
 import pipeline
 from nets import checkpoint
 from pipeline.dali import TrainSource
-from tests.conftest import ROOT, write_cifar
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("n, world", [(96, 2), (101, 3)])
@@ -28,7 +28,7 @@ def test_train_shards_are_disjoint_equal_and_cover_the_set(n, world):
         assert len({len(s) for s in shards}) == 1
 
 
-def torchrun(*args, port, **kw):
+def torchrun(*args, port):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
             f"--master_port={port}", "train.py", *map(str, args)]
 
@@ -38,20 +38,15 @@ TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "16", "--limit
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_cifar(tmp_path_factory.mktemp("cifar") / "data")
-
-
-@pytest.fixture(scope="module")
-def two_ranks(data, tmp_path_factory):
+def two_ranks(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
-    proc = subprocess.run(torchrun("--data-dir", data, "--out", out, "--epochs", 2, *TINY, port=29517),
+    proc = subprocess.run(torchrun("--data-dir", data_dir, "--out", out, "--epochs", 2, *TINY, port=29517),
                           cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
 
-def test_torchrun_two_ranks(data, two_ranks):
+def test_torchrun_two_ranks(data_dir, two_ranks):
     out, proc = two_ranks
     assert proc.stdout.count("done: best test acc") == 1, "only rank 0 logs"
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt",
@@ -63,7 +58,7 @@ def test_torchrun_two_ranks(data, two_ranks):
     # One process evaluating the saved weights gets the accuracy the two ranks reported together.
     model = nets.create("resnet18").eval()
     model.load_state_dict(state["model"])
-    d = pipeline.load_cifar10(data)
+    d = pipeline.load_cifar10(data_dir)
     loader = pipeline.eval_loader(d.test_images[:40], d.test_labels[:40], mean=d.mean, std=d.std,
                                   batch_size=16, channels_last=False)
     with torch.no_grad():
@@ -71,10 +66,10 @@ def test_torchrun_two_ranks(data, two_ranks):
     assert correct / 40 == state["history"][-1]["test_acc"]
 
 
-def test_torchrun_resume_after_kill_9(data, two_ranks, tmp_path):
+def test_torchrun_resume_after_kill_9(data_dir, two_ranks, tmp_path):
     ref_out, _ = two_ranks
     out = tmp_path / "run"
-    proc = subprocess.Popen(torchrun("--data-dir", data, "--out", out, "--epochs", 2, *TINY, port=29518),
+    proc = subprocess.Popen(torchrun("--data-dir", data_dir, "--out", out, "--epochs", 2, *TINY, port=29518),
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300

@@ -15,7 +15,7 @@ import lr_finder
 import nets
 import train
 from nets import checkpoint
-from tests.conftest import ROOT, write_cifar
+from tests.conftest import ROOT
 
 # Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32 for exactness.
 TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "32", "--limit-train", "96",
@@ -28,11 +28,6 @@ def run(*args, check=True, **kw):
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_cifar(tmp_path_factory.mktemp("cifar") / "data")
 
 
 @pytest.fixture(scope="module")
