@@ -390,8 +390,10 @@ def main(argv=None):
     for epoch in range(start_epoch, cfg.epochs):
         done = start_step if epoch == start_epoch else 0
         # Totals stay on the device (loss sum, correct, images): no host sync inside the epoch.
+        # A resumed partial epoch carries totals summed over all ranks: rank 0 adds them once.
         carried = partial or {"sums": [0.0, 0.0, 0.0], "seconds": 0.0}
-        sums = torch.tensor(carried["sums"], dtype=torch.float64, device=device)
+        sums = torch.tensor(carried["sums"] if main_process else [0.0] * 3, dtype=torch.float64,
+                            device=device)
         first_nonfinite = torch.tensor(-1, device=device)
         t0, bar = time.perf_counter(), runlog.progress(len(train_loader), done, main_process)
         for x, y in train_loader:
@@ -405,15 +407,18 @@ def main(argv=None):
             bar.update()
             if stop_requested(stop, world, device, done):
                 break
+            if world == 1 and done % 50 == 0 and int(first_nonfinite) >= 0:
+                break  # diverged: stop now, not at the end of the epoch (ranks would disagree here)
         bar.close()
         stop_requested(stop, world, device, 0)  # the epoch ended: every rank learns of a signal
         bad = int(first_nonfinite)
         if bad >= 0:
+            kept = f"{out / 'last.pt'} still holds epoch {epoch}" if epoch else "no checkpoint written"
             raise UsageError(f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}: "
-                             f"lower --lr (was {cfg.lr:.3g}); {out / 'last.pt'} still holds epoch {epoch}")
+                             f"lower --lr (was {cfg.lr:.3g}); {kept}")
         if stop.signum:
             seconds = carried["seconds"] + time.perf_counter() - t0
-            save(epoch, done, {"sums": sums.tolist(), "seconds": seconds})
+            save(epoch, done, {"sums": reduce(sums, world), "seconds": seconds})
             say(f"stopped by signal {stop.signum} at epoch {epoch + 1}, step {done}: resume with "
                 f"--resume {out / 'last.pt'}")
             sys.exit(128 + stop.signum)
