@@ -44,11 +44,12 @@ class RunLog:
         self.tb.close()
 
 
-def progress(total: int, initial: int, enabled: bool):
-    """A tqdm bar with ETA when stdout is a terminal; disabled otherwise (logs stay plain rows)."""
+def progress(batches: int, initial: int, batch_size: int, enabled: bool):
+    """A tqdm bar in images, with img/s and ETA, when stdout is a terminal; otherwise nothing, so
+    logs stay plain rows. It counts batches, shown as images (unit_scale)."""
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, leave=False, dynamic_ncols=True, unit="batch",
-                disable=not (enabled and sys.stdout.isatty()), file=sys.stdout)
+    return tqdm(total=batches, initial=initial, leave=False, dynamic_ncols=True, unit="img",
+                unit_scale=batch_size, disable=not (enabled and sys.stdout.isatty()), file=sys.stdout)
 
 
 def summary(history: list) -> str:

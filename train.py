@@ -395,7 +395,8 @@ def main(argv=None):
         sums = torch.tensor(carried["sums"] if main_process else [0.0] * 3, dtype=torch.float64,
                             device=device)
         first_nonfinite = torch.tensor(-1, device=device)
-        t0, bar = time.perf_counter(), runlog.progress(len(train_loader), done, main_process)
+        t0 = time.perf_counter()
+        bar = runlog.progress(len(train_loader), done, cfg.batch_size * world, main_process)
         for x, y in train_loader:
             loss, correct = step(x, y)
             if cfg.scheduler == "onecycle":
