@@ -113,10 +113,16 @@ def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout, c
     # Padded random crop: a window at offset -4..4 of the image, zeros where it leaves the image.
     images = fn.slice(images, start=crop_start, rel_shape=[1.0, 1.0], axis_names="HW",
                       out_of_bounds_policy="pad", fill_values=0)
-    images = _normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
-    # Cutout after normalising: the square becomes 0 = the mean colour; erase clips it at the borders.
-    return fn.erase(images, anchor=cutout_anchor, shape=[cutout, cutout], axis_names="HW",
-                    fill_value=0)
+    # Cutout: the square takes the mean colour (~0 once normalised, as in DeVries & Taylor); erase
+    # clips it at the borders. On uint8, before normalising: 20 % faster than on the float output.
+    images = fn.erase(images, anchor=cutout_anchor, shape=[cutout, cutout], axis_names="HW",
+                      fill_value=cutout_fill(mean))
+    return _normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
+
+
+def cutout_fill(mean) -> list:
+    """The mean colour as uint8 pixel values: what a cut-out square holds before normalisation."""
+    return [round(255 * m) for m in mean]
 
 
 @pipeline_def

@@ -17,7 +17,7 @@ from pipeline import DataError, folder_eval_loader, folder_train_loader, open_fo
 from pipeline import folder as folder_module
 from pipeline.dali import PAD
 from tests.conftest import CLASSES, ROOT
-from tests.test_pipeline import crop_flip_cutout, images_of
+from tests.test_pipeline import crop_flip_cutout, images_of, raw_with_cutout
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 PER_CLASS = {"train": 20, "test": 10}
@@ -166,11 +166,12 @@ def test_other_sizes_are_resized(tmp_path):
 
 
 def position_folder(tmp_path, size):
-    """A folder of one PNG whose pixels name their position (R = 100 + row, G = 100 + col)."""
+    """A folder of one PNG whose pixels name their position (R = 100 + row, G = 100 + col); blue is a
+    checkerboard of 50 and 150, so the cutout colour (the mean, blue 100) is told apart."""
     rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     for split in ("train", "test"):
         write_png(tmp_path / "data" / split / "c" / "0.png",
-                  np.stack([100 + rows, 100 + cols, 50 + 0 * rows], -1))
+                  np.stack([100 + rows, 100 + cols, 50 + 100 * ((rows + cols) % 2)], -1))
     return open_(tmp_path / "data", tmp_path)
 
 
@@ -180,9 +181,7 @@ def augmented(data, n, seed=0, epoch=0, shard_id=0, num_shards=1):
                                  std=data.std, batch_size=128, seed=seed, start_epoch=epoch,
                                  shard_id=shard_id, num_shards=num_shards)
     x, _, _ = images_of(loader)
-    mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
-    raw = torch.round((x * std + mean) * 255)
-    return torch.where((x == 0).all(1, keepdim=True), torch.full_like(raw, -1), raw)[:, :2]
+    return raw_with_cutout(x, data.mean, data.std)
 
 
 def test_augmentation_draws_match_cifar(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, train_loader
-from pipeline.dali import CUTOUT, PAD
+from pipeline.dali import CUTOUT, PAD, cutout_fill
 from pipeline.cifar import STORE_NAME
 from tests.conftest import CLASSES, ROOT
 
@@ -85,9 +85,16 @@ def augmented(seed=1, n=512, batch=128, epoch=0):
     loader = train_loader(images, np.arange(n, dtype=np.int64), mean=MEAN, std=STD,
                           batch_size=batch, seed=seed, channels_last=False, start_epoch=epoch)
     x, y, _ = images_of(loader)
-    raw = torch.round((x * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]) * 255)
-    cut = (x == 0).all(1, keepdim=True)
-    return torch.where(cut, torch.full_like(raw, -1), raw)[:, :2], y
+    return raw_with_cutout(x, MEAN, STD), y
+
+
+def raw_with_cutout(x, mean, std):
+    """Raw R, G of normalised images, -1 where cut out: the cutout colour is the only pixel whose
+    blue is the mean's (test images keep blue away from it)."""
+    raw = torch.round((x * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]) * 255)
+    cut = raw == torch.tensor(cutout_fill(mean), dtype=raw.dtype)[:, None, None]
+    assert torch.equal(cut[:, 2], cut.all(1)), "a cut pixel holds the whole mean colour"
+    return torch.where(cut[:, 2:], torch.full_like(raw, -1), raw)[:, :2]
 
 
 def crop_flip_cutout(img):
