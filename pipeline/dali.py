@@ -91,7 +91,7 @@ def _gather(images, index: np.ndarray):
     return images[torch.from_numpy(index).to(images.device, non_blocking=True)]
 
 
-def _normalise(images, mean, std, dtype, layout, mirror=None):
+def normalise(images, mean, std, dtype, layout, mirror=None):
     """uint8 HWC -> (x/255 - mean)/std in the training dtype and layout, in one fused DALI operator."""
     return fn.crop_mirror_normalize(images, mirror=0 if mirror is None else mirror,
                                     mean=[255 * m for m in mean], std=[255 * s for s in std],
@@ -117,7 +117,7 @@ def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout, c
     # clips it at the borders. On uint8, before normalising: 20 % faster than on the float output.
     images = fn.erase(images, anchor=cutout_anchor, shape=[cutout, cutout], axis_names="HW",
                       fill_value=cutout_fill(mean))
-    return _normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
+    return normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
 
 
 def cutout_fill(mean) -> list:
@@ -130,4 +130,4 @@ def eval_pipeline(source: EvalSource, mean, std, dtype, layout, gpu):
     images = fn.external_source(source.image_batch, batch_info=True, layout="HWC",
                                 device="gpu" if gpu else "cpu")
     labels = fn.external_source(source.label_batch, batch_info=True)
-    return _normalise(images, mean, std, dtype, layout), labels.gpu() if gpu else labels
+    return normalise(images, mean, std, dtype, layout), labels.gpu() if gpu else labels

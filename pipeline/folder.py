@@ -25,7 +25,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from .cifar import DataError
-from .dali import CUTOUT, PAD, _normalise, augment
+from .dali import CUTOUT, PAD, normalise, augment
 from .loader import DaliLoader, make_pipeline
 
 READER = "files"   # the file reader's name, for the iterator's end-of-shard bookkeeping
@@ -241,7 +241,7 @@ def _train_pipeline(files, labels, shard_id, num_shards, image_size, resize, mea
 def _eval_pipeline(files, labels, shard_id, num_shards, image_size, resize, mean, std, dtype, layout,
                    gpu):
     images, labels = _read(files, labels, shard_id, num_shards, image_size, resize, gpu)
-    return _normalise(images, mean, std, dtype, layout), labels
+    return normalise(images, mean, std, dtype, layout), labels
 
 
 class EpochLoader:
