@@ -9,9 +9,10 @@
 #   ... --entrypoint torchrun cifar-dali:0.1 --nproc_per_node=8 train.py --data-dir /data --out /runs/r18
 #
 # Base: PyTorch's official runtime image for torch 2.14.1 (the version requirements.txt pins) built for
-# CUDA 12.6 with cuDNN 9; it ships the matching torchvision (0.29.1). CUDA 12 is why DALI is the
-# nvidia-dali-cuda120 wheel (needs an NVIDIA driver >= 525 on the host).
-FROM pytorch/pytorch:2.14.1-cuda12.6-cudnn9-runtime
+# CUDA 13.0 with cuDNN 9; it ships the matching torchvision (0.29.1). torch 2.14.1 from PyPI is the
+# CUDA 13.0 build too, so the image and a `pip install -r requirements.txt` both pair it with the
+# nvidia-dali-cuda130 wheel: one CUDA major per process. The host needs an NVIDIA driver >= 580.
+FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 
 # bash with pipefail, so that a failing command on the left of a pipe fails the build.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -23,14 +24,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The project's other dependencies, at the versions requirements.txt pins.
 # torch and torchvision are NOT installed again: the base image already has them, built for its CUDA.
 # Reinstalling from PyPI would download several GB and could swap in a build for another CUDA (PyPI's
-# default torch 2.14.1 wheel is the CUDA 13 one, which would not match DALI's CUDA 12). The constraints
+# default torch 2.14.1 wheel is CUDA 13 as well, but not necessarily the base's exact build). The constraints
 # file holds pip to the base's own torch/torchvision, so no dependency (grad-cam asks for torch>=1.7.1)
 # can replace them; the check afterwards fails the build if the base's versions are not the pinned ones.
 # PIP_BREAK_SYSTEM_PACKAGES: recent bases may keep Python in Ubuntu's system location, which is marked as
 # externally managed (PEP 668); this image is the only user of that Python, so pip may install there.
 RUN python3 -m pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tmp/base-constraints.txt \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir -c /tmp/base-constraints.txt \
-        nvidia-dali-cuda120==2.4.0 \
+        nvidia-dali-cuda130==2.4.0 \
         grad-cam==1.5.7 \
         matplotlib==3.11.2 \
         tensorboard==2.21.0 \
@@ -39,7 +40,7 @@ RUN python3 -m pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tm
  && python3 -c "import torch, torchvision; \
 v = (torch.__version__.split('+')[0], torchvision.__version__.split('+')[0]); \
 assert v == ('2.14.1', '0.29.1'), f'base image has torch/torchvision {v}, requirements.txt pins 2.14.1/0.29.1'; \
-assert torch.version.cuda.startswith('12.'), f'base image torch is built for CUDA {torch.version.cuda}: use the matching nvidia-dali-cuda1X0 wheel'; \
+assert torch.version.cuda.startswith('13.'), f'base image torch is built for CUDA {torch.version.cuda}, nvidia-dali-cuda130 for CUDA 13: use a CUDA 13 base'; \
 import nvidia.dali, pytorch_grad_cam, matplotlib, tensorboard, tqdm"
 
 # A non-root user. UID 10001 stays clear of the "ubuntu" user (1000) that Ubuntu 24.04 images bring.
@@ -60,6 +61,8 @@ RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin 
 WORKDIR /workspace
 COPY pipeline/ ./pipeline/
 COPY nets/ ./nets/
+COPY common/ ./common/
+COPY training/ ./training/
 COPY cli.py explain.py lr_finder.py runlog.py train.py viz.py bench.py ./
 RUN chmod 1777 /workspace \
  && ln -s /data /workspace/data \

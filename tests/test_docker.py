@@ -1,8 +1,10 @@
 """The Dockerfile and .dockerignore against the repository: no Docker engine needed.
 
 - every top-level module and package the image needs is COPYed, and none is kept out by .dockerignore;
-- the versions it pip-installs are the ones requirements.txt pins, every runtime requirement is
-  installed or provided by the base image, and the base's torch/CUDA match the pins and the DALI wheel;
+- the versions it pip-installs are the ones requirements.txt pins (the DALI wheel's CUDA flavour
+  included), every runtime requirement is installed or provided by the base image, and the base's
+  torch/CUDA match the pins and the DALI wheel, which the build asserts too (CUDA 13: torch 2.14.1
+  from PyPI and pytorch/pytorch:2.14.1-cuda13.0-* are CUDA 13.0 builds, so DALI is nvidia-dali-cuda130);
 - .dockerignore keeps data, runs, the virtualenv, checkpoints and caches out of the build context;
 - hadolint (when installed) reports nothing.
 
@@ -207,18 +209,11 @@ def version_problems(dockerfile_text: str, requirements_text: str) -> list:
     pins = requirement_pins(requirements_text)
     installed = pip_installs(instrs)
     problems = []
-    dali_req = {n: v for n, v in pins.items() if n.startswith("nvidia-dali-cuda")}
     for name, version in installed:
         if version is None:
             problems.append(f"{name} is pip-installed without a pinned version")
         if name in PROVIDED_BY_BASE:
             problems.append(f"{name} is pip-installed although the base image provides it")
-        if name.startswith("nvidia-dali-cuda") and name not in pins:
-            # Another CUDA flavour of the same DALI release is fine (test_base_image checks the flavour).
-            want = next(iter(dali_req.values()), None)
-            if version != want:
-                problems.append(f"{name}=={version}, but requirements.txt pins DALI {want}")
-            continue
         if name not in pins:
             problems.append(f"{name} is installed in the image but is not in requirements.txt")
         elif version is not None and pins[name] != version:
@@ -226,8 +221,6 @@ def version_problems(dockerfile_text: str, requirements_text: str) -> list:
     names = {n for n, _ in installed}
     for name in pins:
         if name in PROVIDED_BY_BASE or name in NOT_IN_IMAGE:
-            continue
-        if name.startswith("nvidia-dali-cuda") and any(n.startswith("nvidia-dali-cuda") for n in names):
             continue
         if name not in names:
             problems.append(f"{name} is in requirements.txt but the Dockerfile does not install it")
@@ -254,6 +247,9 @@ def base_problems(dockerfile_text: str, requirements_text: str) -> list:
     for name in dali:
         if name != f"nvidia-dali-cuda{cuda_major}0":
             problems.append(f"{name} does not match the base image's CUDA {cuda_major}")
+    # The build-time assertion that the base's torch really is built for that CUDA major.
+    if f"torch.version.cuda.startswith('{cuda_major}.')" not in dockerfile_text:
+        problems.append(f"the build does not check that the base's torch is built for CUDA {cuda_major}")
     # The build-time assertion that the base really ships the pinned torch/torchvision.
     for name in PROVIDED_BY_BASE:
         if pins.get(name) and f"'{pins[name]}'" not in dockerfile_text:
@@ -336,19 +332,19 @@ def test_hadolint_reports_nothing():
 
 # ------------------------------------------------------------------- the checks can fail
 GOOD = """\
-FROM pytorch/pytorch:2.14.1-cuda12.6-cudnn9-runtime
+FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/home/u MPLCONFIGDIR=/home/u/.mpl
 # a comment
 RUN python3 -m pip install --no-cache-dir -c /tmp/c.txt \\
-        nvidia-dali-cuda120==2.4.0 \\
+        nvidia-dali-cuda130==2.4.0 \\
         tqdm==4.70.1 \\
- && python3 -c "assert v == ('2.14.1', '0.29.1')"
+ && python3 -c "assert v == ('2.14.1', '0.29.1'); assert torch.version.cuda.startswith('13.')"
 COPY pipeline/ ./pipeline/
 COPY cli.py train.py ./
 USER 10001:10001
 ENTRYPOINT ["python3"]
 """
-REQS = "torch==2.14.1\ntorchvision==0.29.1\nnvidia-dali-cuda120==2.4.0\ntqdm==4.70.1\npytest==9.2.0\n"
+REQS = "torch==2.14.1\ntorchvision==0.29.1\nnvidia-dali-cuda130==2.4.0\ntqdm==4.70.1\npytest==9.2.0\n"
 
 
 def test_checks_pass_on_a_good_example():
@@ -382,8 +378,13 @@ def test_required_paths_follow_the_repository(tmp_path):
     ("tqdm==4.70.1", "tqdm", "tqdm is pip-installed without a pinned version"),
     ("tqdm==4.70.1", "tqdm==4.70.1 rich==14.0.0", "rich is installed in the image but is not in requirements.txt"),
     ("tqdm==4.70.1", "tqdm==4.70.1 torch==2.14.1", "torch is pip-installed although the base image provides it"),
-    ("nvidia-dali-cuda120==2.4.0", "nvidia-dali-cuda120==2.3.0", "nvidia-dali-cuda120==2.3.0 in the Dockerfile, "
-                                                                  "nvidia-dali-cuda120==2.4.0 in requirements.txt"),
+    ("nvidia-dali-cuda130==2.4.0", "nvidia-dali-cuda130==2.3.0", "nvidia-dali-cuda130==2.3.0 in the Dockerfile, "
+                                                                  "nvidia-dali-cuda130==2.4.0 in requirements.txt"),
+    # A CUDA 12 DALI beside requirements' CUDA 13 one: two CUDA majors between image and local installs.
+    ("nvidia-dali-cuda130==2.4.0", "nvidia-dali-cuda120==2.4.0", "nvidia-dali-cuda120 is installed in the image "
+                                                                  "but is not in requirements.txt"),
+    ("nvidia-dali-cuda130==2.4.0", "nvidia-dali-cuda120==2.4.0", "nvidia-dali-cuda130 is in requirements.txt "
+                                                                  "but the Dockerfile does not install it"),
 ])
 def test_version_drift_is_reported(old, new, expected):
     assert expected in version_problems(GOOD.replace(old, new), REQS)
@@ -395,11 +396,18 @@ def test_a_requirement_the_image_lacks_is_reported():
 
 
 def test_base_mismatches_are_reported():
-    cuda13 = GOOD.replace("cuda12.6", "cuda13.2")
-    assert "nvidia-dali-cuda120 does not match the base image's CUDA 13" in base_problems(cuda13, REQS)
+    cuda12 = GOOD.replace("cuda13.0", "cuda12.6")
+    assert base_problems(cuda12, REQS) == [
+        "nvidia-dali-cuda130 does not match the base image's CUDA 12",
+        "the build does not check that the base's torch is built for CUDA 12"]
+    dali12 = GOOD.replace("nvidia-dali-cuda130", "nvidia-dali-cuda120")
+    assert "nvidia-dali-cuda120 does not match the base image's CUDA 13" in base_problems(dali12, REQS)
+    unchecked = GOOD.replace("; assert torch.version.cuda.startswith('13.')", "")
+    assert base_problems(unchecked, REQS) == [
+        "the build does not check that the base's torch is built for CUDA 13"]
     older = GOOD.replace("2.14.1-cuda", "2.13.0-cuda")
     assert "base image has torch 2.13.0, requirements.txt pins 2.14.1" in base_problems(older, REQS)
-    latest = GOOD.replace("pytorch/pytorch:2.14.1-cuda12.6-cudnn9-runtime", "pytorch/pytorch:latest")
+    latest = GOOD.replace("pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime", "pytorch/pytorch:latest")
     assert "base image pytorch/pytorch:latest has no fixed tag" in base_problems(latest, REQS)
 
 
