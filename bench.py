@@ -30,11 +30,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-import cli
+from common import cli
 import nets
 import pipeline
-import train
-from cli import UsageError
+from training import config, rng
+from training.build import build_model, build_optimizer, precision
+from training.step import train_step
+from common import device as devices
+from common.cli import UsageError
 from pipeline.dali import CUTOUT, PAD
 
 CPU_IMAGES = 10_240  # pipeline passes on a CPU: 20 batches of 512, a few seconds for the baseline
@@ -54,8 +57,8 @@ def parse_args(argv) -> argparse.Namespace:
                    help="benchmark on N random uint8 32x32 images instead of CIFAR-10")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--model", choices=sorted(nets.MODELS), default="resnet18")
-    p.add_argument("--batch-size", type=int, default=train.Config.batch_size)
-    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=train.Config.precision)
+    p.add_argument("--batch-size", type=int, default=config.Config.batch_size)
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=config.Config.precision)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the model (the warm-up run pays for the compilation)")
@@ -195,11 +198,11 @@ def main(argv=None):
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # train.py's own Config checks and device choice: the benchmark trains as train.py does.
-    cfg = train.build_config(dict(model=args.model, batch_size=args.batch_size, precision=args.precision,
+    cfg = config.build(dict(model=args.model, batch_size=args.batch_size, precision=args.precision,
                                   channels_last=args.channels_last, compile=args.compile,
                                   device=args.device, seed=args.seed),
                              None)
-    device = train.resolve_device(cfg, 0)
+    device = devices.choose(cfg.device)
     gpu = device.index if device.type == "cuda" else None
     all_images, all_labels, source = load_images(args)
     n = args.images or (len(all_labels) if gpu is not None else min(len(all_labels), CPU_IMAGES))
@@ -207,8 +210,8 @@ def main(argv=None):
         raise UsageError(f"--images {n} but the data holds {len(all_labels)} images")
     if n < cfg.batch_size:
         raise UsageError(f"{n} images make no full batch of {cfg.batch_size}: lower --batch-size")
-    train.seed_everything(cfg.seed)
-    dtype = train.precision(cfg, device)[2]
+    rng.seed_everything(cfg.seed)
+    dtype = precision(cfg, device)[2]
 
     runs, model_steps = stages(cfg, device, dtype, args.workers, all_images[:n], all_labels[:n],
                                args.model_steps)
@@ -278,12 +281,12 @@ def measure_all(runs: dict, gpu, warmup: int, repeats: int) -> tuple:
 
 
 def training_step(cfg, device):
-    """train.train_step with the model, optimizer, autocast and scaler set up as train.main does."""
-    model = train.build_model(cfg, 10, device)
-    optimizer = train.build_optimizer(cfg, model, device)
-    amp, scaler, _ = train.precision(cfg, device)
+    """training.step.train_step with the model, optimizer, autocast and scaler set up as training.loop.fit does."""
+    model = build_model(cfg, 10, device)
+    optimizer = build_optimizer(cfg, model, device)
+    amp, scaler, _ = precision(cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
-    return lambda x, y: train.train_step(step_model, optimizer, scaler, amp, x, y, cfg.label_smoothing)
+    return lambda x, y: train_step(step_model, optimizer, scaler, amp, x, y, cfg.label_smoothing)
 
 
 def ratios(r: dict) -> dict:

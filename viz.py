@@ -19,11 +19,11 @@ from matplotlib.figure import Figure  # no pyplot: no global figures, no GUI bac
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-import cli
+from common import cli
 import explain
 import nets
 import pipeline
-from cli import UsageError
+from common.cli import UsageError
 from nets import checkpoint
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")

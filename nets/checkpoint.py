@@ -14,32 +14,27 @@ reads it and a file crafted to run code on unpickling is refused, not executed:
   history               one dict per finished epoch: epoch, lr, train/test loss/acc, img_s, seconds
   best_acc              best test accuracy so far
 """
-import os
+import pickle
 from pathlib import Path
 
 import torch
+
+from common.cli import UserError
+from common.files import atomic_write
 
 FORMAT, VERSION = "cifar-dali-checkpoint", 1
 REQUIRED = ("model", "optimizer", "epoch", "config", "classes", "mean", "std", "image_size",
             "history")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A path that is not a readable checkpoint of this project; the message says why."""
 
 
 def save(path, state: dict):
-    """Atomic: temp file, fsync, rename. A crash leaves the previous checkpoint intact."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Atomic: a crash leaves the previous checkpoint intact."""
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
 
 
 def load(path, map_location="cpu") -> dict:
@@ -49,10 +44,15 @@ def load(path, map_location="cpu") -> dict:
                               "wrote (RUN_DIR/last.pt or RUN_DIR/best.pt)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or pickled code: never unpickled freely
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason}): pass a file "
-                              "written by train.py") from None
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file): pass a file "
+                                  "written by train.py") from None
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values, so it was not "
+                              "loaded (loading it could run code): pass a file written by train.py") from None
+    except Exception:  # truncated, or not a torch file at all
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not a torch file): "
+                              "pass a file written by train.py") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker): "
                               "pass a file written by train.py")

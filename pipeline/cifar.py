@@ -5,13 +5,15 @@ class names; later runs read only the store. Every failure a user can cause or f
 network, a truncated or foreign batch file, an unreadable store) raises DataError with the fix.
 """
 import hashlib
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10 as _TV  # the one home of the URL, file names and MD5s
+
+from common.cli import UserError
+from common.files import atomic_write
 
 # Per-channel statistics of the CIFAR-10 training set, in [0, 1] units.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -22,7 +24,7 @@ BATCHES = _TV.base_folder  # "cifar-10-batches-py"
 _OFFICIAL_MD5 = dict(_TV.train_list + _TV.test_list + [[_TV.meta["filename"], _TV.meta["md5"]]])
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The dataset is missing, corrupt or not what it claims to be; the message says what to do."""
 
 
@@ -124,16 +126,9 @@ def _md5(path: Path) -> str:
 
 
 def _write_store(store: Path, arrays: dict):
-    """Write under a temporary name and rename: a crash never leaves a half-written store."""
-    tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, store)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Atomic: a crash never leaves a half-written store."""
+    with atomic_write(store) as f:
+        np.savez(f, **arrays)
 
 
 def _read_store(store: Path) -> ImageSet:

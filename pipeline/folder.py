@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
+from common.files import write_text
+
 from .cifar import DataError
 from .dali import CUTOUT, PAD, normalise, augment
 from .loader import DaliLoader, make_pipeline
@@ -120,14 +122,12 @@ def _read_cache(path: Path):
 
 
 def _write_cache(path: Path, facts: dict):
-    """Write under a temporary name and rename; a cache that cannot be written only costs time."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Atomic; a cache that cannot be written only costs time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(facts))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(facts))
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _inspect(train: list, test: list, image_size) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bench
-import cli
+from common import cli
 from tests.conftest import ROOT
 
 STAGES = ("pipeline_dali", "pipeline_baseline", "model_only", "e2e_dali", "e2e_baseline")

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-import lr_finder
 import nets
 import train
+from common import cli
 from nets import checkpoint
+from training import config, lr_finder
+from training.build import build_optimizer, build_scheduler
+from training.data import split
+from training.step import train_step
 from tests.conftest import ROOT
 
 # Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32 for exactness.
@@ -53,25 +56,25 @@ def tiny_batch():
     return torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
 
 
-@pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", config.OPTIMIZERS)
 def test_every_optimizer_trains_and_changes_weights(optimizer):
-    cfg = train.build_config({"optimizer": optimizer, "momentum": 0.0 if optimizer == "sgd" else 0.9}, None)
+    cfg = config.build({"optimizer": optimizer, "momentum": 0.0 if optimizer == "sgd" else 0.9}, None)
     model = nets.create("resnet18")
     before = [p.detach().clone() for p in model.parameters()]
-    opt = train.build_optimizer(cfg, model, torch.device("cpu"))
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     amp = torch.autocast("cpu", enabled=False)
     x, y = tiny_batch()
-    losses = [float(train.train_step(model, opt, scaler, amp, x, y)[0]) for _ in range(2)]
+    losses = [float(train_step(model, opt, scaler, amp, x, y)[0]) for _ in range(2)]
     assert all(np.isfinite(losses))
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert opt.param_groups[0]["lr"] == train.DEFAULT_LR[optimizer]
+    assert opt.param_groups[0]["lr"] == config.DEFAULT_LR[optimizer]
 
 
 def lrs_of(cfg, metric_per_epoch, steps=10):
     model = torch.nn.Linear(2, 2)
-    opt = train.build_optimizer(cfg, model, torch.device("cpu"))
-    sched = train.build_scheduler(cfg, opt, steps)
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
+    sched = build_scheduler(cfg, opt, steps)
     lrs = []
     for epoch in range(cfg.epochs):
         for _ in range(steps):
@@ -85,7 +88,7 @@ def lrs_of(cfg, metric_per_epoch, steps=10):
 
 
 def test_onecycle_peaks_at_max_lr():
-    cfg = train.build_config({"lr": 0.3, "epochs": 4}, None)
+    cfg = config.build({"lr": 0.3, "epochs": 4}, None)
     lrs = lrs_of(cfg, None)
     assert max(lrs) == pytest.approx(0.3)
     assert lrs[0] < 0.3 / 10 and lrs[-1] < 0.3 / 1000  # warm-up from low, anneal to near zero
@@ -93,7 +96,7 @@ def test_onecycle_peaks_at_max_lr():
 
 
 def test_none_scheduler_keeps_lr():
-    cfg = train.build_config({"lr": 0.05, "epochs": 2, "scheduler": "none"}, None)
+    cfg = config.build({"lr": 0.05, "epochs": 2, "scheduler": "none"}, None)
     assert set(lrs_of(cfg, None)) == {0.05}
 
 
@@ -102,9 +105,9 @@ def test_plateau_reduces_after_patience_and_rel_differs_from_abs():
     losses = [1.0 - 0.0004 * e for e in range(6)]
     base = {"lr": 0.1, "epochs": 6, "scheduler": "plateau", "plateau_patience": 1,
             "plateau_factor": 0.5}
-    rel = lrs_of(train.build_config({**base, "plateau_threshold": 1e-3,
+    rel = lrs_of(config.build({**base, "plateau_threshold": 1e-3,
                                      "plateau_threshold_mode": "rel"}, None), losses, steps=1)
-    absolute = lrs_of(train.build_config({**base, "plateau_threshold": 1e-4,
+    absolute = lrs_of(config.build({**base, "plateau_threshold": 1e-4,
                                           "plateau_threshold_mode": "abs"}, None), losses, steps=1)
     # rel: epochs 1-2 are "flat" (> patience 1) -> halved for epoch 3; 0.9988 < 0.999 then counts.
     assert rel == [0.1, 0.1, 0.1, 0.05, 0.05, 0.05]
@@ -115,11 +118,11 @@ def test_validation_split_is_deterministic_and_disjoint():
     n = 500
     data = type("D", (), {"train": (np.arange(n)[:, None], np.arange(n)),
                           "test": (np.zeros((10, 1)), np.zeros(10))})
-    cfg = train.build_config({"val_split": 0.2, "seed": 5}, None)
-    a, b = train.split(cfg, data), train.split(cfg, data)
+    cfg = config.build({"val_split": 0.2, "seed": 5}, None)
+    a, b = split(cfg, data), split(cfg, data)
     assert np.array_equal(a["val"][1], b["val"][1]) and len(a["val"][1]) == 100
     assert set(a["val"][1]).isdisjoint(a["train"][1]) and len(a["train"][1]) == 400
-    other = train.split(train.build_config({"val_split": 0.2, "seed": 6}, None), data)
+    other = split(config.build({"val_split": 0.2, "seed": 6}, None), data)
     assert not np.array_equal(a["val"][1], other["val"][1])
     assert len(a["test"][1]) == 10  # test stays test
 
@@ -140,7 +143,7 @@ def test_range_test_finds_a_finite_lr_in_range_and_restores_weights():
         opt.step()
         return loss.detach()
 
-    result = lr_finder.range_test(model, opt, step, iter(lambda: (x, y), None), steps=100)
+    result = lr_finder.range_test(step, opt, iter(lambda: (x, y), None), (model, opt), steps=100)
     assert len(result.lrs) < 100, "the loss explodes before the end of the sweep and it stops"
     assert 0.01 < result.suggestion < 2, "steepest descent lies where SGD converges fast"
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import cli
+from common import cli
 import explain
 import pipeline
 import viz

@@ -1,7 +1,8 @@
 """LR range test (Smith 2015, sec. 3.3): raise the LR exponentially, watch the smoothed loss.
 
 The suggestion is the LR where the smoothed loss falls fastest (steepest descent against log LR), a
-usual choice for OneCycle's max LR. The model and optimizer are restored afterwards.
+usual choice for OneCycle's max LR. Everything the trial steps change (model, optimizer, gradient
+scaler) is restored afterwards, so the run that follows starts as if no test had been made.
 """
 import copy
 import math
@@ -17,10 +18,11 @@ class RangeTest:
     suggestion: float
 
 
-def range_test(model, optimizer, step, batches, start_lr=1e-6, end_lr=10.0, steps=200,
+def range_test(step, optimizer, batches, restore=(), start_lr=1e-6, end_lr=10.0, steps=200,
                beta=0.98, diverge=4.0) -> RangeTest:
-    """step(x, y) -> loss tensor runs one training step; batches yields (x, y) forever."""
-    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    """step(x, y) -> loss tensor runs one training step with optimizer; batches yields (x, y) forever;
+    restore: the objects (with state_dict/load_state_dict) to put back as they were."""
+    saved = [copy.deepcopy(obj.state_dict()) for obj in restore]
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     for i, (x, y) in zip(range(steps), batches):
@@ -35,8 +37,8 @@ def range_test(model, optimizer, step, batches, start_lr=1e-6, end_lr=10.0, step
         best = min(best, smoothed)
         lrs.append(lr)
         losses.append(smoothed)
-    model.load_state_dict(saved[0])
-    optimizer.load_state_dict(saved[1])
+    for obj, state in zip(restore, saved):
+        obj.load_state_dict(state)
     return RangeTest(lrs, losses, steepest_descent(lrs, losses))
 
 

@@ -3,6 +3,8 @@ import csv
 import sys
 from pathlib import Path
 
+from common.tables import row as table_row
+
 # (history key, column header, format spec); accuracies are stored as fractions.
 COLUMNS = [("epoch", "epoch", "d"), ("lr", "lr", ".2e"), ("train_loss", "train loss", ".5g"),
            ("train_acc", "train acc", ".2%"), ("val_loss", "val loss", ".5g"),
@@ -22,10 +24,10 @@ class RunLog:
         self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_epoch + 1)
 
     def header(self):
-        print("  ".join(f"{head:>{WIDTH}}" for _, head, _ in self.columns), flush=True)
+        print(table_row([head for _, head, _ in self.columns], [WIDTH] * len(self.columns)), flush=True)
 
     def epoch(self, row: dict, history: list):
-        print("  ".join(f"{format(row[key], spec):>{WIDTH}}" for key, _, spec in self.columns),
+        print(table_row([format(row[key], spec) for key, _, spec in self.columns], [WIDTH] * len(self.columns)),
               flush=True)
         for key, _, _ in self.columns[1:]:
             self.tb.add_scalar(key, row[key], row["epoch"])

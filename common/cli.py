@@ -1,0 +1,58 @@
+"""User mistakes become one line on stderr and exit code 2; options are declared once, on a dataclass."""
+import argparse
+import dataclasses
+import sys
+
+
+class UserError(ValueError):
+    """Something the user can fix (a flag, a file, the data); the message says what and how."""
+
+
+class UsageError(UserError):
+    """A flag value that cannot work."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line and exit 2 like every other user mistake."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
+
+
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run(main):
+    """Call main(); a user mistake prints `error: ...` (no traceback) and exits 2."""
+    try:
+        main()
+    except UserError as e:
+        fail(str(e))
+
+
+def option(default, help=None, **argparse_kw):
+    """A dataclass field that is also a command-line option: help text and argparse keywords
+    (choices, type, metavar) live beside the default. help=None: a field with no flag."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_kw})
+
+
+def add_options(parser: argparse.ArgumentParser, cls):
+    """One --flag per field of the dataclass cls that has help; the default is shown, not repeated.
+    Booleans get --x/--no-x. With argument_default=SUPPRESS the parsed namespace holds only the
+    flags that were given."""
+    for f in dataclasses.fields(cls):
+        kw = dict(f.metadata)
+        text = kw.pop("help", None)
+        if text is None:
+            continue
+        if f.type in (bool, "bool"):
+            kw.setdefault("action", argparse.BooleanOptionalAction)
+            shown = "on" if f.default else "off"
+        else:
+            kw.setdefault("type", {"int": int, "float": float, "str": str}.get(f.type, f.type))
+            shown = f.default
+        # A help text that explains its own default, or an empty default, shows nothing more.
+        help_text = text if "default" in text or f.default == "" else f"{text} (default {shown})"
+        parser.add_argument(f"--{f.name.replace('_', '-')}", help=help_text, **kw)

@@ -1,0 +1,116 @@
+"""The run's configuration: one dataclass, from which the command line is built (each option declared
+once), checked once, stored in every checkpoint and read back by --resume and viz.py."""
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import nets
+import pipeline
+from common import device
+from common.cli import Parser, UsageError, add_options, option
+
+OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULERS = ("onecycle", "plateau", "none")
+DEFAULT_LR = {"sgd": 0.2, "nesterov": 0.2, "rmsprop": 1e-3, "adam": 2e-3, "adamw": 2e-3}
+
+
+def lr_value(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+@dataclass
+class Config:
+    model: str = option("resnet18", "network", choices=sorted(nets.MODELS))
+    data: str = option("cifar10", "cifar10, or imagefolder: DATA_DIR/{train,test}/<class>/*.jpg|png",
+                       choices=pipeline.KINDS)
+    data_dir: str = option("data", "dataset folder")
+    image_size: int = option(0, "imagefolder: resize to this size (default: the images' own)")
+    out: str = option("runs/resnet18", "run directory")
+    epochs: int = option(20, "epochs")
+    batch_size: int = option(512, "images per step per process (per GPU)")
+    optimizer: str = option("nesterov", "optimizer", choices=OPTIMIZERS)
+    lr: float = option(0.0, "max LR (OneCycle) or LR; 'auto' = range test first (default: the "
+                            "optimizer's, " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")",
+                       type=lr_value)
+    lr_auto: bool = option(False)  # set by --lr auto: run the range test first and use its suggestion
+    momentum: float = option(0.9, "sgd/nesterov/rmsprop momentum; 0 = plain SGD")
+    weight_decay: float = option(5e-4, "weight decay")
+    label_smoothing: float = option(0.0, "label smoothing")
+    scheduler: str = option("onecycle", "LR schedule", choices=SCHEDULERS)
+    plateau_patience: int = option(2, "plateau: epochs without improvement")
+    plateau_factor: float = option(0.2, "plateau: LR multiplier")
+    plateau_threshold: float = option(1e-3, "plateau: least improvement that counts")
+    plateau_threshold_mode: str = option("rel", "plateau: threshold relative or absolute",
+                                         choices=("rel", "abs"))
+    val_split: float = option(0.0, "hold out this fraction of train, chosen by the seed")
+    precision: str = option("bf16", "autocast dtype; fp16 adds a gradient scaler",
+                            choices=("bf16", "fp16", "fp32"))
+    channels_last: bool = option(True, "NHWC memory layout")
+    compile: bool = option(False, "torch.compile the model")
+    seed: int = option(0, "seed of the data order, augmentation and weights")
+    device: str = option("auto", "where to train", choices=device.CHOICES)
+    limit_train: int = option(0, "train on the first N images (smoke runs)")
+    limit_test: int = option(0, "evaluate the first N test images")
+    find_lr: bool = option(False, "LR range test only: plot and suggestion, then exit")
+    find_lr_steps: int = option(200, "steps of the range test")
+    resume: str = option("", "checkpoint to continue from (its config is used)")
+
+    def check(self):
+        problems = [
+            (self.epochs <= 0, f"--epochs must be > 0 (got {self.epochs})"),
+            (self.batch_size <= 0, f"--batch-size must be > 0 (got {self.batch_size})"),
+            (self.lr < 0, f"--lr must be > 0 or 'auto' (got {self.lr})"),
+            (not 0 <= self.val_split < 1, f"--val-split must be in [0, 1) (got {self.val_split})"),
+            (self.momentum < 0, f"--momentum must be >= 0 (got {self.momentum})"),
+            (self.optimizer == "nesterov" and self.momentum == 0, "--optimizer nesterov needs --momentum > 0"),
+            (self.weight_decay < 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
+            (min(self.limit_train, self.limit_test) < 0, "--limit-train/--limit-test must be >= 0"),
+            (not 0 < self.plateau_factor < 1, "--plateau-factor must be in (0, 1)"),
+            (self.find_lr_steps < 10, "--find-lr-steps must be >= 10"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise UsageError(message)
+
+
+# Options that may differ when resuming: where and how to run, not what is trained.
+RUNTIME = {"resume", "device", "data_dir", "out", "compile"}
+
+
+def parse(argv, description: str = "") -> dict:
+    """Only the options given on the command line (the rest come from Config or the checkpoint)."""
+    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    argument_default=argparse.SUPPRESS)
+    add_options(parser, Config)
+    given = vars(parser.parse_args(argv))
+    if given.get("lr") == "auto":
+        given.update(lr=0.0, lr_auto=True)
+    return given
+
+
+def build(given: dict, resumed: dict | None = None) -> Config:
+    """The run's Config: the defaults and the given options, or the checkpoint's config and the given
+    runtime options (another value for anything else is refused)."""
+    if resumed is None:
+        cfg = Config(**given)
+    else:
+        stored = resumed["config"]
+        clash = [k for k, v in given.items() if k not in RUNTIME and stored.get(k) != v]
+        if clash:
+            k = clash[0]
+            raise UsageError(f"--{k.replace('_', '-')} {given[k]} differs from the checkpoint's "
+                             f"{stored.get(k)}: drop the flag to resume, or start a new run with another --out")
+        cfg = Config(**{**stored, "out": str(Path(given["resume"]).parent), **given})
+    cfg.lr = cfg.lr or DEFAULT_LR[cfg.optimizer]
+    cfg.check()
+    return cfg
+
+
+def as_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
