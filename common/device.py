@@ -1,6 +1,4 @@
 """Which device a command runs on: one rule for train.py, viz.py and bench.py."""
-import sys
-
 import torch
 
 from .cli import UsageError
@@ -9,14 +7,10 @@ CHOICES = ("auto", "cuda", "cpu")
 
 
 def choose(name: str, local_rank: int = 0) -> torch.device:
-    """auto: the GPU local_rank when CUDA is visible, else the CPU (with a warning); cuda without a GPU
-    is a user error."""
+    """auto: the GPU local_rank when CUDA is visible, else the CPU; cuda without a GPU is a user error."""
     available = torch.cuda.is_available()
     if name == "cuda" and not available:
         raise UsageError("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
-    if name == "auto" and not available:
-        print("warning: no GPU found, running on the CPU (slow); --device cpu silences this",
-              file=sys.stderr, flush=True)
     if name == "cpu" or not available:
         return torch.device("cpu")
     torch.cuda.set_device(local_rank)

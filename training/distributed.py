@@ -5,6 +5,7 @@ takes the same DDP path as eight. The backend follows the run's device (NCCL for
 for CPU tensors), not what the host happens to have.
 """
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,9 @@ class Process:
 def start(device_name: str) -> Process:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = devices.choose(device_name, local_rank)
+    if device_name == "auto" and device.type == "cpu":
+        print("warning: no GPU found, training on the CPU (slow); --device cpu silences this",
+              file=sys.stderr, flush=True)
     if "LOCAL_RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Process(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), local_rank, device)

@@ -1,0 +1,28 @@
+"""Class activation maps from the grad-cam library (pytorch_grad_cam), one call for every method."""
+import contextlib
+import io
+
+import numpy as np
+import torch
+from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM,
+           "scorecam": ScoreCAM, "ablationcam": AblationCAM}
+GRADIENT_FREE = ("scorecam", "ablationcam")  # a forward pass per channel of the layer: slow on a CPU
+MASKED_BATCH = 64  # masked or ablated copies per forward pass (ScoreCAM, AblationCAM)
+
+
+def cams(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes, method="gradcam") -> np.ndarray:
+    """(N, H, W) float32 maps in [0, 1] at the image size: where `layer` sees each image's class."""
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]  # one per sample
+    with METHODS[method](model=model, target_layers=[layer]) as cam:  # hooks removed on exit
+        cam.batch_size = MASKED_BATCH  # read by ScoreCAM and AblationCAM only
+        # float32: fp16 breaks the resize and EigenCAM's SVD. Gradients on: the hooks need them.
+        # The gradient-free methods draw a progress bar per image on stderr: not ours to show.
+        with torch.enable_grad(), contextlib.redirect_stderr(io.StringIO()):
+            out = cam(input_tensor=images.float(), targets=targets)
+    if out is None:  # the library's __exit__ swallows an IndexError and returns nothing
+        raise RuntimeError(f"{method} failed on {len(images)} images")
+    return out

@@ -1,0 +1,97 @@
+"""Pictures: grids of images and CAM overlays, the training curves, the confusion matrix.
+matplotlib's Figure without pyplot: no global figures, no GUI backend."""
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from pytorch_grad_cam.utils.image import show_cam_on_image
+
+from .pixels import hwc
+
+
+def overlay(pixels: torch.Tensor, cam: np.ndarray, title: str) -> tuple:
+    """A grid cell: the CAM over the image; its title says when the map is empty."""
+    if not cam.any():
+        title = f"{title} — empty" if title else "empty"
+    return show_cam_on_image(hwc(pixels), cam, use_rgb=True), title
+
+
+def grid(rows: list, path: Path, title: str, cam_bar=True, cell=2.0):
+    """A table of images: rows of (image HWC, title) cells, None for a gap; a colour bar for overlays."""
+    cols = max(len(r) for r in rows)
+    widths = [0.12 if c is None else 1 for c in rows[0] + [0] * (cols - len(rows[0]))]  # gaps are narrow
+    width = max(cell * sum(widths) + (0.9 if cam_bar else 0), 4.5)  # room for the title
+    fig = Figure(figsize=(width, cell * len(rows) + 0.6), layout="constrained", dpi=110)
+    axes = fig.subplots(len(rows), cols, squeeze=False, gridspec_kw={"width_ratios": widths})
+    for ax_row, cells in zip(axes, rows):
+        for ax, item in zip(ax_row, cells + [None] * (cols - len(cells))):
+            ax.set_axis_off()
+            if item is not None:
+                ax.imshow(item[0], interpolation="nearest")
+                ax.set_title(item[1], fontsize=8)
+    if cam_bar:
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes, shrink=0.8, aspect=25)
+        bar.ax.set_title("CAM", fontsize=9)
+        title += "\n(each map scaled to [0, 1]; an empty map has no positive evidence)"
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path)
+
+
+def wrap(groups: list, per_row: int) -> list:
+    """Groups of cells (one group per image), per_row groups side by side on a row, a gap between."""
+    rows = []
+    for i in range(0, len(groups), per_row):
+        row = []
+        for group in groups[i:i + per_row]:
+            row += ([None] if row else []) + group
+        rows.append(row)
+    return rows
+
+
+def plot_curves(history: list, path: Path):
+    """Loss, accuracy and LR per epoch."""
+    fig = Figure(figsize=(15, 4.2), layout="constrained", dpi=110)
+    loss, acc, lr = fig.subplots(1, 3)
+    epochs = [r["epoch"] for r in history]
+    for split, style in (("train", "-o"), ("val", "--s"), ("test", "-s")):
+        if history and f"{split}_loss" in history[0]:
+            loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
+            acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=split)
+    if history:
+        best = max(history, key=lambda r: r["test_acc"])
+        acc.annotate(f"best {best['test_acc']:.2%}", (best["epoch"], 100 * best["test_acc"]),
+                     textcoords="offset points", xytext=(0, -16), ha="center", fontsize=8)
+    lr.plot(epochs, [r["lr"] for r in history], "-o", color="tab:purple")
+    losses = [r[k] for r in history for k in ("train_loss", "test_loss")]
+    wide = losses and min(losses) > 0 and max(losses) / min(losses) > 20  # a diverged epoch
+    loss.set(title="loss", xlabel="epoch", yscale="log" if wide else "linear")
+    acc.set(title="accuracy (%)", xlabel="epoch", ylim=(0, 100))
+    lr.set(title="learning rate (end of epoch)", xlabel="epoch")
+    for ax in (loss, acc):
+        ax.legend()
+    for ax in (loss, acc, lr):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("training history" if history else "training history: no finished epoch yet")
+    fig.savefig(path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: list, path: Path):
+    k = len(classes)
+    fig = Figure(figsize=(1.5 + 0.55 * k, 1.2 + 0.5 * k), layout="constrained", dpi=110)
+    ax = fig.subplots()
+    rate = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:  # counts stay readable
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, count, ha="center", va="center", fontsize=8,
+                    color="white" if rate[i, j] > 0.5 else "black" if count else "lightgrey")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (counts; colour: share of the row)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.savefig(path)

@@ -1,0 +1,67 @@
+"""report.md and the tables in it (printed too): faithfulness, per-class accuracy, the attack."""
+import json
+
+import numpy as np
+
+from common.tables import markdown
+
+from .faithfulness import ROAD_PERCENTILES
+
+
+def per_class(matrix: np.ndarray, classes: list) -> list:
+    rows = []
+    for i, name in enumerate(classes):
+        others = matrix[i].copy()
+        others[i] = 0
+        rows.append({"class": name, "images": int(matrix[i].sum()), "correct": int(matrix[i, i]),
+                     "accuracy": float(matrix[i, i] / max(matrix[i].sum(), 1)),
+                     "confused_with": classes[int(others.argmax())] if others.any() else ""})
+    return rows
+
+
+def tables(summary: dict) -> dict:
+    """The report's tables by name: faithfulness, per-class accuracy, and the attack if there was one."""
+    faith = [[m, *(f"{f[k]:+.4f}" for k in ("morf", "lerf", "score")), f"{f['seconds']:.1f}"]
+             for m, f in summary["faithfulness"].items()]
+    classes = [[r["class"], r["images"], f"{r['accuracy']:.1%}", r["confused_with"]]
+               for r in summary["per_class"]]
+    t = {"faithfulness": markdown(["method", "MoRF Δconf", "LeRF Δconf", "LeRF−MoRF", "seconds"], faith),
+         "per_class": markdown(["class", "images", "accuracy", "most often taken for"], classes)}
+    if summary.get("adversarial"):
+        rows = [[r["true"], f"{r['before']:.1%}", r["predicted"], f"{r['confidence']:.1%}",
+                 f"{r['true_after']:.1%}"] for r in summary["adversarial"]]
+        t["adversarial"] = markdown(["true", "conf", "after attack", "conf", "true class conf"], rows)
+    return t
+
+
+def headline(summary: dict, state: dict) -> str:
+    """What was explained, and its accuracy now next to what training measured."""
+    h, cfg = state["history"], state["config"]
+    trained = "no finished epoch yet"
+    if h:
+        subset = f" (on the first {cfg['limit_test']} test images)" if cfg.get("limit_test") else ""
+        trained = f"final {h[-1]['test_acc']:.2%}, best {state.get('best_acc', 0):.2%}{subset}"
+    return (f"{cfg['model']} on {cfg.get('data', 'cifar10')} ({summary['data_dir']}), epoch {state['epoch']} "
+            f"of {cfg.get('epochs', '?')}, {cfg.get('precision', '?')}. Test accuracy now: "
+            f"**{summary['accuracy']:.2%}** on {summary['test_images']} images; in training: {trained}.")
+
+
+def report(summary: dict, state: dict, t: dict) -> str:
+    removed = ", ".join(f"{100 - p}" for p in ROAD_PERCENTILES)
+    parts = [f"# {summary['checkpoint']}", headline(summary, state),
+             "## Config", "```json\n" + json.dumps(state["config"], indent=2) + "\n```",
+             "## Training curves", "![curves](curves.png)",
+             "## Misclassified test images", "![misclassified](misclassified.png)",
+             f"## Grad-CAM at {summary['layer']}", "![gradcam](gradcam.png)", "![layers](layers.png)",
+             "## CAM methods and their faithfulness", "![methods](methods.png)",
+             f"ROAD on the {summary['method_images']} images above, for the predicted class: mean change of "
+             "its softmax confidence when the most (MoRF) or least (LeRF) relevant pixels are imputed "
+             f"({removed} % of them). Faithful: MoRF drops far, LeRF little, LeRF−MoRF > 0.",
+             t["faithfulness"],
+             "## Confusion and per-class accuracy", "![confusion](confusion.png)", t["per_class"]]
+    if "adversarial" in t:
+        a = summary["attack"]
+        parts += [f"## Adversarial: {a['method'].upper()}, ε = {a['eps']:g}/255",
+                  "![adversarial](adversarial.png)", t["adversarial"]]
+    parts.append(f"Made by viz.py in {summary['seconds']:.1f} s.")
+    return "\n\n".join(parts) + "\n"
