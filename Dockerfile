@@ -63,7 +63,8 @@ COPY pipeline/ ./pipeline/
 COPY nets/ ./nets/
 COPY common/ ./common/
 COPY training/ ./training/
-COPY cli.py explain.py lr_finder.py runlog.py train.py viz.py bench.py ./
+COPY explain/ ./explain/
+COPY train.py viz.py bench.py ./
 RUN chmod 1777 /workspace \
  && ln -s /data /workspace/data \
  && ln -s /runs /workspace/runs
