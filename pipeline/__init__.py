@@ -1,9 +1,9 @@
 """Everything about data; the only package that imports NVIDIA DALI."""
 from .cifar import MEAN, STD, DataError, ImageSet, load_cifar10
 from .dataset import KINDS, Dataset, open_dataset
-from .folder import FolderSet, folder_eval_loader, folder_train_loader, open_folder
+from .dali import Decode
+from .folder import FolderSet, open_folder
 from .loader import DaliLoader, eval_loader, train_loader
 
 __all__ = ["MEAN", "STD", "DataError", "ImageSet", "load_cifar10", "KINDS", "Dataset", "open_dataset",
-           "DaliLoader", "eval_loader", "train_loader", "FolderSet", "folder_eval_loader",
-           "folder_train_loader", "open_folder"]
+           "DaliLoader", "eval_loader", "train_loader", "Decode", "FolderSet", "open_folder"]

@@ -4,13 +4,13 @@ The store `DATA_DIR/cifar10-uint8.npz` holds images as N x 32 x 32 x 3 uint8 (HW
 class names; later runs read only the store. Every failure a user can cause or fix (no data and no
 network, a truncated or foreign batch file, an unreadable store) raises DataError with the fix.
 """
+import functools
 import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import CIFAR10 as _TV  # the one home of the URL, file names and MD5s
 
 from common.cli import UserError
 from common.files import atomic_write
@@ -20,8 +20,19 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 STORE_NAME = "cifar10-uint8.npz"
-BATCHES = _TV.base_folder  # "cifar-10-batches-py"
-_OFFICIAL_MD5 = dict(_TV.train_list + _TV.test_list + [[_TV.meta["filename"], _TV.meta["md5"]]])
+
+
+@functools.cache
+def _tv():
+    """torchvision's CIFAR10 class, the one home of the URL, file names and MD5s. Imported only when
+    the store is built: torchvision takes 1.5 s to import, and later runs read only the store."""
+    from torchvision.datasets import CIFAR10
+    return CIFAR10
+
+
+def _official_md5() -> dict:
+    tv = _tv()
+    return dict(tv.train_list + tv.test_list + [[tv.meta["filename"], tv.meta["md5"]]])
 
 
 class DataError(UserError):
@@ -46,21 +57,22 @@ def load_cifar10(data_dir, download=True) -> ImageSet:
     data_dir = Path(data_dir)
     store = data_dir / STORE_NAME
     if not store.exists():
-        batches = data_dir / BATCHES
-        if not all((batches / name).exists() for name in _OFFICIAL_MD5):
+        batches = data_dir / _tv().base_folder
+        if not all((batches / name).exists() for name in _official_md5()):
             _download(data_dir, download)
         _write_store(store, _read_batches(batches))
     return _read_store(store)
 
 
 def _download(data_dir: Path, allowed: bool):
-    fix = (f"put {_TV.filename} (or its extracted {BATCHES}/ folder) in {data_dir}, "
+    tv = _tv()
+    fix = (f"put {tv.filename} (or its extracted {tv.base_folder}/ folder) in {data_dir}, "
            "or run once where the network is reachable")
     if not allowed:
         raise DataError(f"CIFAR-10 not found in {data_dir} and downloading is off: {fix}")
     from torchvision.datasets.utils import download_and_extract_archive
     try:  # checks the archive's MD5 before extracting; a bad one is fetched again
-        download_and_extract_archive(_TV.url, data_dir, filename=_TV.filename, md5=_TV.tgz_md5)
+        download_and_extract_archive(tv.url, data_dir, filename=tv.filename, md5=tv.tgz_md5)
     except Exception as e:  # network errors come in many types; all mean the same to the user
         raise DataError(f"CIFAR-10 not found in {data_dir} and the download failed "
                         f"({type(e).__name__}: {str(e)[:120]}): {fix}") from None
@@ -106,13 +118,14 @@ def _read_batch(path: Path, num_classes: int):
 
 
 def _read_batches(batches: Path) -> dict:
-    classes = _unpickle(batches / _TV.meta["filename"]).get(_TV.meta["key"])
+    tv = _tv()
+    classes = _unpickle(batches / tv.meta["filename"]).get(tv.meta["key"])
     if not classes or not all(isinstance(c, str) for c in classes):
-        raise DataError(f"{batches / _TV.meta['filename']} has no class names: "
+        raise DataError(f"{batches / tv.meta['filename']} has no class names: "
                         f"delete {batches} and run again to fetch a fresh copy")
     parts = {split: [_read_batch(batches / name, len(classes)) for name, _ in files]
-             for split, files in (("train", _TV.train_list), ("test", _TV.test_list))}
-    official = all(_md5(batches / name) == md5 for name, md5 in _OFFICIAL_MD5.items())
+             for split, files in (("train", tv.train_list), ("test", tv.test_list))}
+    official = all(_md5(batches / name) == md5 for name, md5 in _official_md5().items())
     return dict(
         train_images=np.concatenate([x for x, _ in parts["train"]]),
         train_labels=np.concatenate([y for _, y in parts["train"]]),

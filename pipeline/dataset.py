@@ -4,7 +4,7 @@ from functools import partial
 from typing import Callable
 
 from .cifar import load_cifar10
-from .folder import folder_eval_loader, folder_train_loader, open_folder
+from .folder import open_folder
 from .loader import eval_loader, train_loader
 
 KINDS = ("cifar10", "imagefolder")
@@ -27,8 +27,8 @@ def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True
     if kind == "imagefolder":
         f = open_folder(data_dir, image_size or None)
         return Dataset((f.train_files, f.train_labels), (f.test_files, f.test_labels), f.classes,
-                       f.mean, f.std, f.image_size, partial(folder_train_loader, f),
-                       partial(folder_eval_loader, f))
+                       f.mean, f.std, f.image_size, partial(train_loader, decode=f.decode),
+                       partial(eval_loader, decode=f.decode))
     c = load_cifar10(data_dir, download)
     note = "" if c.official else (f"{data_dir} does not match the published CIFAR-10 checksums; "
                                   "using it as given")

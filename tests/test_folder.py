@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import DataError, folder_eval_loader, folder_train_loader, open_folder
+from pipeline import DataError, eval_loader, open_folder, train_loader
 from pipeline import folder as folder_module
 from pipeline.dali import PAD
 from tests.conftest import CLASSES, ROOT
@@ -92,7 +92,7 @@ def test_eval_covers_every_test_file_once(jpegs, tmp_path, num_shards):
     index = np.arange(len(data.test_files))  # label = file index, so coverage and order are visible
     seen, pixels = [], []
     for shard in range(num_shards):
-        loader = folder_eval_loader(data, data.test_files, index, mean=data.mean, std=data.std,
+        loader = eval_loader(data.test_files, index, decode=data.decode, mean=data.mean, std=data.std,
                                     batch_size=16, shard_id=shard, num_shards=num_shards)
         for _ in range(2):  # a second pass reads the same shard again
             x, y, sizes = images_of(loader)
@@ -108,7 +108,7 @@ def test_eval_covers_every_test_file_once(jpegs, tmp_path, num_shards):
 
 def epoch_of(data, epoch=0, seed=0, start_step=0, shard_id=0, num_shards=1, batch_size=32):
     index = np.arange(len(data.train_files))
-    loader = folder_train_loader(data, data.train_files, index, mean=data.mean, std=data.std,
+    loader = train_loader(data.train_files, index, decode=data.decode, mean=data.mean, std=data.std,
                                  batch_size=batch_size, seed=seed, start_epoch=epoch,
                                  start_step=start_step, shard_id=shard_id, num_shards=num_shards)
     return loader, images_of(loader)
@@ -157,11 +157,11 @@ def test_other_sizes_are_resized(tmp_path):
     torch.testing.assert_close(torch.tensor(data.mean), (4 * red + 3 * blue).float() / 7 / 255,
                                atol=1e-6, rtol=0)  # flat colours: resizing keeps them exactly
     kw = dict(mean=(0, 0, 0), std=(1, 1, 1), batch_size=4)
-    x, y, _ = images_of(folder_eval_loader(data, data.test_files, data.test_labels, **kw))
+    x, y, _ = images_of(eval_loader(data.test_files, data.test_labels, decode=data.decode, **kw))
     assert x.shape == (6, 3, 32, 32)
     expected = torch.tensor([colours[data.classes[i]] for i in y.tolist()]) / 255
     torch.testing.assert_close(x, expected[:, :, None, None].expand_as(x), atol=1e-6, rtol=0)
-    x, _, _ = images_of(folder_train_loader(data, data.train_files, data.train_labels, seed=0, **kw))
+    x, _, _ = images_of(train_loader(data.train_files, data.train_labels, seed=0, decode=data.decode, **kw))
     assert x.shape == (4, 3, 32, 32)
 
 
@@ -177,7 +177,7 @@ def position_folder(tmp_path, size):
 
 def augmented(data, n, seed=0, epoch=0, shard_id=0, num_shards=1):
     """n augmented copies of data's one image: raw R, G per output pixel, -1 where cut out."""
-    loader = folder_train_loader(data, [data.train_files[0]] * n, np.arange(n), mean=data.mean,
+    loader = train_loader([data.train_files[0]] * n, np.arange(n), decode=data.decode, mean=data.mean,
                                  std=data.std, batch_size=128, seed=seed, start_epoch=epoch,
                                  shard_id=shard_id, num_shards=num_shards)
     x, _, _ = images_of(loader)
