@@ -1,0 +1,517 @@
+#!/usr/bin/env python3
+"""Check every GPU claim in one command: environment, GPU tests, a killed-and-resumed short run with
+viz, the full-size benchmark and the default 20-epoch run. Results go to a JSON file and a table.
+
+    make gpu-check                                  # on a CUDA machine (.venv), data in ./data
+    make gpu-check ARGS=--smoke                     # the same sequence, tiny, on the CPU (CI runs it)
+    python3 tests/gpu_check.py --data-dir /tmp/cifar --only env,tests
+
+Steps, in order (`--only` picks some; each is time-boxed, recorded, and a failure does not stop the next):
+  env    GPU, driver, CUDA, torch, DALI (wheel and CUDA major), grad-cam versions
+  tests  `pytest -m gpu tests/test_gpu.py`: passed / failed / skipped counts
+  short  train.py 2 epochs on 10,240 images, SIGKILLed once epoch 1's checkpoint exists, resumed with
+         --resume, then viz.py on its last.pt: img/s, accuracies
+  bench  bench.py at full size on the GPU: its whole JSON
+  full   train.py with its defaults (ResNet18, 20 epochs, the full set): wall time, img/s, final accuracy
+Each call merges its steps into the JSON file (default gpu-check.json), so several calls accumulate;
+the exit code is 1 if a step of this call failed or ran out of time, 2 for bad input.
+
+How to run it on a GPU lent through the device tool (bare machine: PyTorch 2.11 for CUDA 13 and
+Python 3.12, no DALI, no grad-cam, no network, 64 MiB per call, warm only ~30 s between calls, at
+most 10 minutes a command):
+
+ 1. Here, from the repository root:  ../shared/gpu/stage.sh
+    -> .gpu/part-00 .. part-04 (< 60 MiB each: wheels for Python 3.12 + the CIFAR-10 JPEG archive),
+       .gpu/SHA256SUMS, .gpu/install.sh (.gpu/ is git-ignored through .git/info/exclude).
+ 2. Device tool, calls back to back (a machine idle for ~30 s is given back and /tmp is lost):
+      run  carry=[".gpu/part-00"]  command="mkdir -p /tmp/kit-parts && cp .gpu/part-00 /tmp/kit-parts/"
+      ... the same for part-01, part-02, part-03 ...
+      run  carry=[".gpu/part-04", ".gpu/SHA256SUMS", ".gpu/install.sh"]  timeout_s=600
+           command="cp .gpu/part-04 .gpu/SHA256SUMS /tmp/kit-parts/ && bash .gpu/install.sh &&
+                    PYTHONPATH=/tmp/site python3 tests/gpu_check.py --data-dir /tmp/cifar
+                    --out /tmp/gpu-check --json /tmp/gpu-check/gpu-check.json --only env,tests;
+                    cp -r /tmp/gpu-check/gpu-check.json /tmp/gpu-check/logs $OUT/"
+      run  timeout_s=600  command="PYTHONPATH=/tmp/site python3 tests/gpu_check.py --data-dir /tmp/cifar
+                    --out /tmp/gpu-check --json /tmp/gpu-check/gpu-check.json --only short,bench;
+                    cp -r /tmp/gpu-check/gpu-check.json /tmp/gpu-check/logs $OUT/"
+      run  the same with --only full
+    install.sh verifies the parts, joins them, installs the wheels into /tmp/site (--no-deps: torch,
+    numpy, pytest, matplotlib, opencv... are already there) and builds /tmp/cifar/cifar-10-batches-py
+    from the real images. There is no .venv there: the check runs with plain python3 (children use
+    the same interpreter, or --python).
+ 3. Copy the JSON's figures (device name included) into BENCHMARKS.md.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("env", "tests", "short", "bench", "full")
+# Time boxes on a GPU, in seconds: each fits the device machine's 10 minutes a command.
+GPU_LIMITS = {"env": 180, "tests": 540, "short": 420, "bench": 540, "full": 560}
+SMOKE_LIMIT = 900  # per step on a CPU: generous, so that a loaded CI machine never trips it
+# For tests of the check itself: steps named here get a --data-dir that does not exist, so they fail.
+MISSING_DATA_VAR = "GPU_CHECK_MISSING_DATA"
+TAIL_CHARS = 3000
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr, exit 2."""
+
+
+class StepFailed(Exception):
+    pass
+
+
+class StepTimeout(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- command line
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse(argv) -> argparse.Namespace:
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (no GPU needed)")
+    p.add_argument("--data-dir", type=Path, help="CIFAR-10 (cifar-10-batches-py/ or the store); "
+                   "default ./data, with --smoke a tiny synthetic set written under --out")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check",
+                   help="work folder: runs, logs (default runs/gpu-check)")
+    p.add_argument("--json", type=Path, default=ROOT / "gpu-check.json",
+                   help="results, merged with what the file already holds (default gpu-check.json)")
+    p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter for every child process (default: this one)")
+    args = p.parse_args(argv)
+    args.steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in args.steps if s not in STEPS]
+    if unknown or not args.steps:
+        raise UsageError(f"--only {args.only!r}: steps are {', '.join(STEPS)}")
+    if shutil.which(args.python) is None:
+        raise UsageError(f"--python {args.python}: not an executable; give the interpreter that has torch")
+    return args
+
+
+# ------------------------------------------------------------------------- running things
+class Step:
+    """One step's running record: its log file, its deadline, the commands it ran and its figures."""
+
+    def __init__(self, name: str, limit: float, logs: Path, env: dict):
+        self.name, self.limit, self.env = name, limit, env
+        self.deadline = time.monotonic() + limit
+        self.log = logs / f"{name}.log"
+        self.log.write_text("")
+        self.commands, self.figures = [], {}
+
+    def start(self, command) -> subprocess.Popen:
+        command = [str(c) for c in command]
+        self.commands.append({"command": shlex.join(command), "exit": None, "seconds": None})
+        self._started = time.monotonic()
+        with open(self.log, "a") as log:
+            log.write(f"$ {shlex.join(command)}\n")
+            log.flush()
+            # Own process group: a timeout kills torchrun's workers and DALI's threads with it.
+            return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                    start_new_session=True)
+
+    def run(self, command):
+        proc = self.start(command)
+        self.wait(proc)
+        if proc.returncode != 0:
+            raise StepFailed(f"{self.last} exited {proc.returncode}: {self.last_line()}")
+
+    @property
+    def last(self) -> str:
+        """The last command, short: its script (train.py), module (pytest) or `python -c`."""
+        command = shlex.split(self.commands[-1]["command"])
+        return {"-m": command[2], "-c": "python -c"}.get(command[1], Path(command[1]).name)
+
+    def last_line(self) -> str:
+        """What a failing command said last: the scripts' one-line errors end their output."""
+        lines = [line for line in self.tail().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "no output"
+
+    def wait(self, proc: subprocess.Popen):
+        try:
+            proc.wait(timeout=max(self.deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            kill(proc)
+            raise StepTimeout(f"{self.name} ran past its {self.limit:.0f} s time box in: {self.last}")
+        finally:
+            self.ended(proc)
+
+    def ended(self, proc: subprocess.Popen):
+        self.commands[-1].update(exit=proc.returncode, seconds=round(time.monotonic() - self._started, 1))
+
+    def wait_for_file(self, path: Path, proc: subprocess.Popen):
+        """Until `path` exists while `proc` still runs: a state, polled, never a guessed sleep."""
+        while not path.exists():
+            if proc.poll() is not None:
+                self.ended(proc)
+                raise StepFailed(f"{self.last} exited {proc.returncode} before writing {path.name}: "
+                                 f"{self.last_line()}")
+            if time.monotonic() > self.deadline:
+                kill(proc)
+                self.ended(proc)
+                raise StepTimeout(f"{self.name} ran past its {self.limit:.0f} s time box waiting for {path}")
+            time.sleep(0.01)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-TAIL_CHARS:]
+
+
+def kill(proc: subprocess.Popen):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it ended by itself in the meantime
+    proc.wait()
+
+
+# ---------------------------------------------------------------------------- the steps
+class Check:
+    """What every step needs: the interpreter, the data, the sizes for a GPU or a smoke run."""
+
+    def __init__(self, args):
+        self.smoke = args.smoke
+        self.python = args.python
+        self.out = args.out.resolve()
+        self.device = "cpu" if self.smoke else "cuda"
+        self.data_dir = args.data_dir.resolve() if args.data_dir else None
+        self.missing_data = set(os.environ.get(MISSING_DATA_VAR, "").split(",")) - {""}
+
+    def data_for(self, step: str) -> str:
+        return str(self.out / "no-such-data" if step in self.missing_data else self.data_dir)
+
+    def fresh(self, name: str) -> Path:
+        """The step's own run folder, emptied: train.py refuses a folder that already holds a run."""
+        folder = self.out / name
+        shutil.rmtree(folder, ignore_errors=True)
+        return folder
+
+    def train(self, step: str, out: Path, *flags):
+        return [self.python, "train.py", "--device", self.device, "--data-dir", self.data_for(step),
+                "--out", out, *flags]
+
+    # Sizes: the GPU runs are the issue's; the smoke runs are the smallest that still run every line.
+    def short_sizes(self):
+        if self.smoke:
+            return ["--limit-train", "64", "--limit-test", "64", "--batch-size", "32"]
+        return ["--limit-train", "10240"]
+
+    def viz_sizes(self):
+        return ["--limit-test", "64", "--method", "gradcam", "--n", "4"] if self.smoke else []
+
+    def full_sizes(self):
+        if self.smoke:
+            return ["--epochs", "1", "--limit-train", "96", "--limit-test", "64", "--batch-size", "32"]
+        return []  # the defaults: ResNet18, 20 epochs, batch 512, the whole set
+
+    def bench_sizes(self, step):
+        if not self.smoke:
+            return ["--data-dir", self.data_for(step)]
+        data = ["--data-dir", self.data_for(step)] if step in self.missing_data else ["--synthetic", "48"]
+        return [*data, "--batch-size", "16", "--repeats", "1", "--model-steps", "1", "--workers", "1"]
+
+
+# What the environment step records (printed as one JSON line).
+PROBE = r"""
+import importlib.metadata as md, json, platform, re
+import torch
+def version(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+names = sorted({d.metadata["Name"] for d in md.distributions()})
+dali = [n for n in names if re.fullmatch(r"nvidia[-_]dali[-_]cuda\d+0", n.lower())]
+cuda = torch.cuda.is_available()
+info = dict(python=platform.python_version(), torch=torch.__version__, torch_cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version() if cuda else None, cuda_available=cuda,
+            gpu=torch.cuda.get_device_name(0) if cuda else None, gpu_count=torch.cuda.device_count(),
+            capability=".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
+            gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
+            dali_wheels=dali, dali=version(dali[0]) if dali else None, grad_cam=version("grad-cam"),
+            torchvision=version("torchvision"), numpy=version("numpy"))
+try:  # grad-cam's import (sklearn, cv2: 4 s) is left to viz.py, in the short step
+    import nvidia.dali
+    info["import_error"] = None
+except Exception as e:
+    info["import_error"] = f"{type(e).__name__}: {e}"
+print(json.dumps(info))
+"""
+
+
+def cuda_visible(python: str, env: dict) -> bool:
+    """Whether the interpreter's torch sees a GPU; bad input (exit 2) if it cannot even import torch."""
+    proc = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"{python} cannot import torch ({last}): pass --python, or set PYTHONPATH "
+                         "(/tmp/site after ../shared/gpu/install.sh)")
+    return proc.stdout.strip().endswith("True")
+
+
+def nvidia_smi() -> dict:
+    if shutil.which("nvidia-smi") is None:
+        return {"driver": None, "driver_cuda": None}
+    query = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                            "--format=csv,noheader"], capture_output=True, text=True, timeout=60)
+    banner = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60).stdout
+    name, driver, memory = (query.stdout.splitlines() or [",,"])[0].split(", ")[:3]
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", banner)
+    return {"smi_gpu": name, "driver": driver, "smi_memory": memory, "driver_cuda": cuda and cuda.group(1)}
+
+
+def step_env(check: Check, step: Step):
+    proc = step.start([check.python, "-c", PROBE])
+    step.wait(proc)
+    if proc.returncode != 0:
+        raise StepFailed(f"the environment probe exited {proc.returncode}: {step.last_line()}")
+    info = {**json.loads(step.log.read_text().strip().splitlines()[-1]), **nvidia_smi()}
+    step.figures.update(info)
+    problems = []
+    if len(info["dali_wheels"]) != 1:
+        problems.append(f"expected one nvidia-dali-cuda* wheel, found {info['dali_wheels'] or 'none'}")
+    elif info["torch_cuda"]:
+        dali_major = int(re.search(r"cuda(\d+)0$", info["dali_wheels"][0].lower()).group(1))
+        step.figures["cuda_major_match"] = dali_major == int(info["torch_cuda"].split(".")[0])
+        if not step.figures["cuda_major_match"]:
+            problems.append(f"{info['dali_wheels'][0]} beside torch for CUDA {info['torch_cuda']}")
+    if info["import_error"]:
+        problems.append(f"import failed: {info['import_error']}")
+    if not check.smoke and not info["cuda_available"]:
+        problems.append("torch sees no CUDA device")
+    if problems:
+        raise StepFailed("; ".join(problems))
+
+
+def step_tests(check: Check, step: Step):
+    report = check.out / "tests.xml"
+    report.unlink(missing_ok=True)
+    proc = step.start([check.python, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q", "-rs",
+                       f"--junitxml={report}"])
+    step.wait(proc)
+    if not report.exists():
+        raise StepFailed(f"{step.last} exited {proc.returncode} without a report")
+    step.figures.update(junit_counts(report.read_text()))
+    if proc.returncode != 0 or step.figures["failed"]:
+        raise StepFailed(f"{step.figures['failed']} gpu tests failed (exit {proc.returncode}): "
+                         f"{', '.join(step.figures['failures']) or 'none collected'}")
+    if step.figures["passed"] == 0:
+        return "skipped"  # every test skipped (no CUDA): nothing was verified, and the record says so
+
+
+def junit_counts(xml: str) -> dict:
+    """passed / failed / skipped, the failing test names and the skip reasons, from pytest's JUnit XML."""
+    import xml.etree.ElementTree as ET
+    cases = ET.fromstring(xml).iter("testcase")
+    failed, skipped, passed = [], [], 0
+    for case in cases:
+        name = f"{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(name)
+        elif case.find("skipped") is not None:
+            skipped.append(case.find("skipped").get("message", ""))
+        else:
+            passed += 1
+    return {"passed": passed, "failed": len(failed), "skipped": len(skipped), "failures": failed,
+            "skip_reasons": sorted(set(skipped))}
+
+
+def step_short(check: Check, step: Step):
+    out = check.fresh("short")
+    proc = step.start(check.train("short", out, "--epochs", "2", *check.short_sizes()))
+    # train.py rewrites metrics.csv after each epoch's checkpoint: once it exists, last.pt holds epoch 1.
+    step.wait_for_file(out / "metrics.csv", proc)
+    if proc.poll() is not None:
+        raise StepFailed(f"train.py ended (exit {proc.returncode}) before the kill: nothing to resume")
+    kill(proc)
+    step.ended(proc)
+    step.figures["killed_in_epoch"] = 2
+    step.run([check.python, "train.py", "--resume", out / "last.pt"])
+    rows = read_metrics(out / "metrics.csv")
+    if [r["epoch"] for r in rows] != [1, 2]:
+        raise StepFailed(f"after the resume metrics.csv holds epochs {[r['epoch'] for r in rows]}, not [1, 2]")
+    step.figures.update(epochs=rows, img_s=rows[-1]["img_s"], test_acc=rows[-1]["test_acc"])
+    step.run([check.python, "viz.py", "--checkpoint", out / "last.pt", "--out", out / "viz",
+              "--device", check.device, *check.viz_sizes()])
+    summary = json.loads((out / "viz" / "summary.json").read_text())
+    step.figures.update(viz_accuracy=summary["accuracy"], viz_test_images=summary["test_images"],
+                        viz_faithfulness=summary.get("faithfulness"))
+
+
+def read_metrics(path: Path) -> list:
+    with open(path, newline="") as f:
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)]
+
+
+def step_bench(check: Check, step: Step):
+    report = check.out / "bench.json"
+    report.unlink(missing_ok=True)
+    step.run([check.python, "bench.py", "--device", check.device, *check.bench_sizes("bench"),
+              "--json", report])
+    step.figures["bench"] = json.loads(report.read_text())
+
+
+def step_full(check: Check, step: Step):
+    out = check.fresh("full")
+    started = time.monotonic()
+    step.run(check.train("full", out, *check.full_sizes()))
+    rows = read_metrics(out / "metrics.csv")
+    speeds = sorted(r["img_s"] for r in rows)
+    step.figures.update(wall_seconds=round(time.monotonic() - started, 1), epochs=len(rows),
+                        train_seconds=round(sum(r["seconds"] for r in rows), 1),
+                        img_s_median=speeds[len(speeds) // 2], final_test_acc=rows[-1]["test_acc"],
+                        best_test_acc=max(r["test_acc"] for r in rows), history=rows)
+
+
+RUNNERS = {"env": step_env, "tests": step_tests, "short": step_short, "bench": step_bench, "full": step_full}
+
+
+def run_step(name: str, check: Check, limit: float, logs: Path, env: dict) -> dict:
+    step = Step(name, limit, logs, env)
+    started = time.monotonic()
+    status, error = "ok", None
+    try:
+        status = RUNNERS[name](check, step) or "ok"
+    except StepTimeout as e:
+        status, error = "timeout", str(e)
+    except StepFailed as e:
+        status, error = "failed", str(e)
+    except Exception as e:  # a bug or a surprise in one step must not cost the others their run
+        status, error = "failed", f"{type(e).__name__}: {e}"
+    result = {"status": status, "seconds": round(time.monotonic() - started, 1),
+              "mode": "smoke" if check.smoke else "gpu", "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "figures": step.figures, "commands": step.commands, "log": str(step.log)}
+    if error:
+        result.update(error=error, tail=step.tail())
+    return result
+
+
+# ------------------------------------------------------------------------- results
+def load_results(path: Path) -> dict:
+    if not path.exists():
+        return {"steps": {}}
+    try:
+        results = json.loads(path.read_text())
+        assert isinstance(results.get("steps"), dict)
+        return results
+    except (ValueError, AssertionError, AttributeError):
+        raise UsageError(f"{path} is not a gpu-check result file: move it away or pass another --json") from None
+
+
+def save_results(path: Path, results: dict):
+    """Whole or not at all (temp file + rename): the check may be killed at its command's time limit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def key_figures(name: str, r: dict) -> str:
+    f = r["figures"]
+    if r.get("error"):
+        return r["error"][:140]
+    if name == "env":
+        return (f"{f.get('gpu') or 'no GPU'}, driver {f.get('driver')}, CUDA {f.get('torch_cuda')}, "
+                f"torch {f.get('torch')}, DALI {f.get('dali')}, grad-cam {f.get('grad_cam')}")
+    if name == "tests":
+        return f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped"
+    if name == "short":
+        return (f"epoch 2: {f['img_s']:,.0f} img/s, test acc {f['test_acc']:.2%}; "
+                f"viz acc {f['viz_accuracy']:.2%} on {f['viz_test_images']}")
+    if name == "bench":
+        res, ratios = f["bench"]["results"], f["bench"]["ratios"]
+        return (f"DALI {res['pipeline_dali']['median']:,.0f}, model {res['model_only']['median']:,.0f}, "
+                f"e2e {res['e2e_dali']['median']:,.0f} img/s, tax {ratios['data_loading_tax']:.1%}")
+    return (f"{f['epochs']} epochs in {f['wall_seconds']:.0f} s, {f['img_s_median']:,.0f} img/s, "
+            f"final test acc {f['final_test_acc']:.2%}")
+
+
+def table(results: dict) -> str:
+    """One aligned line per recorded step, in the order the steps run."""
+    rows = [["step", "mode", "status", "seconds", "figures"]]
+    for name in (s for s in STEPS if s in results["steps"]):
+        r = results["steps"][name]
+        rows.append([name, r["mode"], r["status"], f"{r['seconds']:.1f}", key_figures(name, r)])
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
+                                row[3].rjust(widths[3]), row[4]]) for row in rows)
+
+
+# ---------------------------------------------------------------------------------- main
+def prepare(args) -> tuple:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.smoke:
+        env["OMP_NUM_THREADS"] = "1"  # two busy threads on a loaded 2-core machine wait on each other
+    if not cuda_visible(args.python, env) and not args.smoke:
+        raise UsageError(f"torch in {args.python} sees no CUDA GPU: run this on a GPU machine, or add --smoke "
+                         "for the tiny CPU run")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.data_dir is None and args.smoke:
+        args.data_dir = smoke_data(args.out / "data")
+    elif args.data_dir is None:
+        args.data_dir = ROOT / "data"
+    if set(args.steps) & {"short", "bench", "full"} and not has_cifar(args.data_dir):
+        raise UsageError(f"no CIFAR-10 in {args.data_dir}: pass --data-dir (on a lent GPU /tmp/cifar, built by "
+                         "../shared/gpu/install.sh), or put cifar-10-python.tar.gz there")
+    return Check(args), env
+
+
+def has_cifar(folder: Path) -> bool:
+    return any((folder / name).exists() for name in
+               ("cifar10-uint8.npz", "cifar-10-batches-py/data_batch_1", "cifar-10-python.tar.gz"))
+
+
+def smoke_data(folder: Path) -> Path:
+    """A tiny CIFAR-10 in the real cifar-10-batches-py format (the tests' writer), written once."""
+    if not has_cifar(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        from conftest import write_cifar  # tests/conftest.py, beside this file
+        write_cifar(folder, per_batch=20, n_test=64)
+    return folder
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    results = load_results(args.json)
+    check, env = prepare(args)
+    logs = check.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    statuses = []
+    for name in (s for s in STEPS if s in args.steps):
+        print(f"== {name} ...", flush=True)
+        limit = SMOKE_LIMIT if args.smoke else GPU_LIMITS[name]
+        result = run_step(name, check, limit, logs, env)
+        results["steps"][name] = result
+        results["updated"] = result["finished"]
+        save_results(args.json, results)
+        print(f"== {name}: {result['status']} in {result['seconds']:.1f} s"
+              + (f" ({result['error']}; log {result['log']})" if result.get("error") else ""), flush=True)
+        statuses.append(result["status"])
+    print(table(results))
+    print(f"results: {args.json}")
+    return 1 if {"failed", "timeout"} & set(statuses) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,153 @@
+"""tests/gpu_check.py on the CPU: `--smoke` runs every step tiny and records it, a failing step does not
+stop the later ones, calls accumulate in one JSON file, a time box kills its step, bad input is one line
+and exit 2. So the GPU check cannot rot between the rare sessions that have a GPU."""
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from tests import gpu_check
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "tests" / "gpu_check.py"
+
+
+def check(*args, env=None):
+    # Generous: a loaded 2-core machine must not trip it; the smoke run takes about a minute.
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1800, env={**os.environ, **(env or {})})
+
+
+def said(proc) -> str:
+    return f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One whole smoke run, with the bench step pointed at a missing --data-dir so that it fails."""
+    out = tmp_path_factory.mktemp("gpu-check")
+    proc = check("--smoke", "--out", out, "--json", out / "gpu-check.json",
+                 env={gpu_check.MISSING_DATA_VAR: "bench"})
+    return out, proc
+
+
+def test_smoke_records_every_step_and_the_failure_does_not_stop_the_rest(smoke):
+    out, proc = smoke
+    assert proc.returncode == 1, said(proc)  # bench failed on purpose
+    steps = json.loads((out / "gpu-check.json").read_text())["steps"]
+    assert {name: s["status"] for name, s in steps.items()} == {
+        "env": "ok", "tests": "skipped", "short": "ok", "bench": "failed", "full": "ok"}, said(proc)
+    for name, s in steps.items():
+        assert s["mode"] == "smoke" and s["seconds"] > 0 and s["commands"], name
+        assert all(c["command"] and c["seconds"] is not None for c in s["commands"]), name
+
+    bench = steps["bench"]
+    assert bench["commands"][0]["exit"] == 2
+    assert bench["error"].startswith("bench.py exited 2: error: CIFAR-10 not found")  # its own words
+    assert "error: CIFAR-10 not found" in bench["tail"]
+    assert "no-such-data" in bench["commands"][0]["command"]
+    assert (out / "logs" / "bench.log").read_text().endswith(bench["tail"])
+    assert "error" not in steps["full"] and "tail" not in steps["full"]
+
+
+def test_smoke_figures(smoke):
+    out, proc = smoke
+    steps = json.loads((out / "gpu-check.json").read_text())["steps"]
+    env = steps["env"]["figures"]
+    assert env["torch"] == torch.__version__ and env["torch_cuda"] == torch.version.cuda
+    dali_wheel = env["dali_wheels"][0]
+    assert env["dali"] == importlib.metadata.version(dali_wheel) and env["cuda_major_match"] is True
+    assert env["grad_cam"] == importlib.metadata.version("grad-cam") and env["import_error"] is None
+    assert env["cuda_available"] is False and env["gpu"] is None
+
+    tests = steps["tests"]["figures"]
+    assert (tests["passed"], tests["failed"]) == (0, 0) and tests["skipped"] >= 6
+    assert tests["skip_reasons"] == ["needs a CUDA GPU (none visible)"]
+
+    short = steps["short"]
+    killed, resumed, viz = short["commands"]
+    assert killed["exit"] == -9 and "--epochs 2" in killed["command"]  # SIGKILLed during epoch 2
+    assert resumed["exit"] == 0 and "--resume" in resumed["command"] and viz["exit"] == 0
+    figures = short["figures"]
+    assert [r["epoch"] for r in figures["epochs"]] == [1, 2] and figures["img_s"] > 0
+    assert 0 <= figures["test_acc"] <= 1 and 0 <= figures["viz_accuracy"] <= 1
+    assert figures["viz_test_images"] == 64
+
+    full = steps["full"]["figures"]
+    assert full["epochs"] == 1 and full["wall_seconds"] >= full["train_seconds"] > 0
+    assert full["img_s_median"] > 0 and 0 <= full["final_test_acc"] <= full["best_test_acc"] <= 1
+
+
+def test_smoke_prints_an_aligned_table(smoke):
+    _, proc = smoke
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("step "))
+    table = lines[start:start + 6]
+    assert re.split(r"\s{2,}", table[0]) == ["step", "mode", "status", "seconds", "figures"]
+    assert [line.split()[:3] for line in table[1:]] == [
+        ["env", "smoke", "ok"], ["tests", "smoke", "skipped"], ["short", "smoke", "ok"],
+        ["bench", "smoke", "failed"], ["full", "smoke", "ok"]]
+    assert len({line.index(" smoke ") for line in table[1:]}) == 1  # columns line up
+    assert "0 passed, 0 failed" in table[2] and "bench.py exited 2: error: CIFAR-10 not found" in table[4]
+
+
+def test_later_calls_merge_into_the_same_file(smoke, tmp_path):
+    out, _ = smoke
+    results = tmp_path / "gpu-check.json"
+    shutil.copy(out / "gpu-check.json", results)
+    before = json.loads(results.read_text())["steps"]
+    proc = check("--smoke", "--out", out, "--json", results, "--only", "bench")
+    assert proc.returncode == 0, said(proc)
+    after = json.loads(results.read_text())["steps"]
+    assert after["bench"]["status"] == "ok"
+    report = after["bench"]["figures"]["bench"]  # bench.py's whole JSON
+    assert report["data"]["synthetic"] is True and report["results"]["pipeline_dali"]["median"] > 0
+    assert {k: v for k, v in after.items() if k != "bench"} == {k: v for k, v in before.items() if k != "bench"}
+
+
+def test_a_time_box_kills_the_step_and_is_recorded(tmp_path, monkeypatch):
+    def sleeper(check_, step):
+        step.run([sys.executable, "-c", "import time; time.sleep(600)"])
+
+    monkeypatch.setitem(gpu_check.RUNNERS, "full", sleeper)
+    result = gpu_check.run_step("full", types.SimpleNamespace(smoke=True), 0.5, tmp_path, dict(os.environ))
+    assert result["status"] == "timeout" and "time box" in result["error"]
+    assert result["commands"][0]["exit"] == -9  # killed, not left running
+    assert "time.sleep(600)" in result["tail"]
+
+
+def test_junit_counts():
+    xml = """<testsuites><testsuite name="pytest" tests="4">
+      <testcase classname="tests.test_gpu" name="test_a"/>
+      <testcase classname="tests.test_gpu" name="test_b"><failure message="boom"/></testcase>
+      <testcase classname="tests.test_gpu" name="test_c"><skipped message="needs a CUDA GPU"/></testcase>
+      <testcase classname="tests.test_gpu" name="test_d"><skipped message="needs a CUDA GPU"/></testcase>
+    </testsuite></testsuites>"""
+    assert gpu_check.junit_counts(xml) == {"passed": 1, "failed": 1, "skipped": 2, "failures": ["test_b"],
+                                           "skip_reasons": ["needs a CUDA GPU"]}
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--smoke", "--only", "env,gpu"], "--only 'env,gpu': steps are env, tests, short, bench, full"),
+    (["--smoke", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--smoke", "--python", "/no/such/python"], "--python /no/such/python: not an executable"),
+    (["--smoke", "--python", "false"], "false cannot import torch"),
+    (["--smoke", "--data-dir", "{tmp}/empty"], "no CIFAR-10 in"),
+    (["--smoke", "--json", "{tmp}/garbage.json"], "is not a gpu-check result file"),
+    pytest.param([], "sees no CUDA GPU: run this on a GPU machine, or add --smoke",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
+    (tmp_path / "garbage.json").write_text("not json")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = check("--out", tmp_path / "out", "--only", "env,short", *args)  # the case's own flags win
+    assert proc.returncode == 2, said(proc)
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and says in proc.stderr, said(proc)
+    assert not (tmp_path / "out" / "logs").exists()  # nothing ran
