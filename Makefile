@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test bench viz
+.PHONY: train test bench viz gpu-check
 train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
@@ -17,6 +17,10 @@ bench: $(VENV)/.installed
 
 viz: $(VENV)/.installed
 	$(PY) viz.py $(ARGS)
+
+# Every GPU claim checked in one go (tests/gpu_check.py); ARGS=--smoke runs the same steps tiny on the CPU.
+gpu-check: $(VENV)/.installed
+	$(PY) tests/gpu_check.py $(ARGS)
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
