@@ -17,29 +17,27 @@ Each call merges its steps into the JSON file (default gpu-check.json), so sever
 the exit code is 1 if a step of this call failed or ran out of time, 2 for bad input.
 
 How to run it on a GPU lent through the device tool (bare machine: PyTorch 2.11 for CUDA 13 and
-Python 3.12, no DALI, no grad-cam, no network, 64 MiB per call, warm only ~30 s between calls, at
-most 10 minutes a command):
+Python 3.12, no DALI, no grad-cam, no network, 64 MiB per call, given back after ~30 s idle, at most
+10 minutes a command):
 
  1. Here, from the repository root:  ../shared/gpu/stage.sh
-    -> .gpu/part-00 .. part-04 (< 60 MiB each: wheels for Python 3.12 + the CIFAR-10 JPEG archive),
+    -> .gpu/part-00 .. part-04 (59 MiB at most: wheels for Python 3.12 and the CIFAR-10 JPEG archive),
        .gpu/SHA256SUMS, .gpu/install.sh (.gpu/ is git-ignored through .git/info/exclude).
- 2. Device tool, calls back to back (a machine idle for ~30 s is given back and /tmp is lost):
-      run  carry=[".gpu/part-00"]  command="mkdir -p /tmp/kit-parts && cp .gpu/part-00 /tmp/kit-parts/"
-      ... the same for part-01, part-02, part-03 ...
-      run  carry=[".gpu/part-04", ".gpu/SHA256SUMS", ".gpu/install.sh"]  timeout_s=600
-           command="cp .gpu/part-04 .gpu/SHA256SUMS /tmp/kit-parts/ && bash .gpu/install.sh &&
-                    PYTHONPATH=/tmp/site python3 tests/gpu_check.py --data-dir /tmp/cifar
-                    --out /tmp/gpu-check --json /tmp/gpu-check/gpu-check.json --only env,tests;
-                    cp -r /tmp/gpu-check/gpu-check.json /tmp/gpu-check/logs $OUT/"
-      run  timeout_s=600  command="PYTHONPATH=/tmp/site python3 tests/gpu_check.py --data-dir /tmp/cifar
-                    --out /tmp/gpu-check --json /tmp/gpu-check/gpu-check.json --only short,bench;
-                    cp -r /tmp/gpu-check/gpu-check.json /tmp/gpu-check/logs $OUT/"
-      run  the same with --only full
-    install.sh verifies the parts, joins them, installs the wheels into /tmp/site (--no-deps: torch,
-    numpy, pytest, matplotlib, opencv... are already there) and builds /tmp/cifar/cifar-10-batches-py
-    from the real images. There is no .venv there: the check runs with plain python3 (children use
-    the same interpreter, or --python).
- 3. Copy the JSON's figures (device name included) into BENCHMARKS.md.
+ 2. Device tool `run` calls, back to back (an idle machine goes back, and /tmp with it). CHECK stands for
+      export PYTHONPATH=/tmp/site; timeout 570 python3 tests/gpu_check.py --data-dir /tmp/cifar
+      --out /tmp/gpu-check --json /tmp/gpu-check/gpu-check.json --only STEPS;
+      cp -r /tmp/gpu-check/gpu-check.json /tmp/gpu-check/logs $OUT/
+    a. carry [".gpu/part-00"], command "mkdir -p /tmp/kit-parts && cp .gpu/part-00 /tmp/kit-parts/";
+       the same for part-01, part-02, part-03;
+    b. carry [".gpu/part-04", ".gpu/SHA256SUMS", ".gpu/install.sh"], command
+       "cp .gpu/part-04 .gpu/SHA256SUMS /tmp/kit-parts/ && bash .gpu/install.sh && CHECK" with STEPS = env;
+    c. CHECK with STEPS = tests;  d. STEPS = short,bench;  e. STEPS = full  (each timeout_s=600).
+    install.sh checks the parts against SHA256SUMS, joins them, installs the wheels into /tmp/site
+    (--no-deps: the machine's own torch, numpy, pytest, matplotlib, opencv... are used) and builds
+    /tmp/cifar/cifar-10-batches-py from the real images. There is no .venv there: the check runs with
+    plain python3, and so do its children (--python). `timeout 570` ends the check with SIGTERM before
+    the call's limit: the running step is killed and recorded, and the cp still brings the JSON back.
+ 3. Put the JSON's figures (device name included) into BENCHMARKS.md.
 """
 import argparse
 import csv
@@ -74,6 +72,14 @@ class StepFailed(Exception):
 
 class StepTimeout(Exception):
     pass
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT, e.g. from an outer time limit: the running step is killed and recorded."""
+
+
+def stop_on_signal(signum, frame):
+    raise Stopped(f"stopped by signal {signum}")
 
 
 # --------------------------------------------------------------------------- command line
@@ -114,6 +120,7 @@ class Step:
         self.log = logs / f"{name}.log"
         self.log.write_text("")
         self.commands, self.figures = [], {}
+        self.running = None
 
     def start(self, command) -> subprocess.Popen:
         command = [str(c) for c in command]
@@ -123,8 +130,9 @@ class Step:
             log.write(f"$ {shlex.join(command)}\n")
             log.flush()
             # Own process group: a timeout kills torchrun's workers and DALI's threads with it.
-            return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
+            self.running = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env, start_new_session=True)
+        return self.running
 
     def run(self, command):
         proc = self.start(command)
@@ -167,6 +175,12 @@ class Step:
                 self.ended(proc)
                 raise StepTimeout(f"{self.name} ran past its {self.limit:.0f} s time box waiting for {path}")
             time.sleep(0.01)
+
+    def stop_running(self):
+        """However the step ended, leave no child behind (its own session would outlive us)."""
+        if self.running is not None and self.running.poll() is None:
+            kill(self.running)
+            self.ended(self.running)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-TAIL_CHARS:]
@@ -386,20 +400,26 @@ RUNNERS = {"env": step_env, "tests": step_tests, "short": step_short, "bench": s
 def run_step(name: str, check: Check, limit: float, logs: Path, env: dict) -> dict:
     step = Step(name, limit, logs, env)
     started = time.monotonic()
-    status, error = "ok", None
+    status, error, stopped = "ok", None, False
     try:
         status = RUNNERS[name](check, step) or "ok"
+    except Stopped as e:
+        status, error, stopped = "timeout", f"{e} during {name} (an outer time limit?)", True
     except StepTimeout as e:
         status, error = "timeout", str(e)
     except StepFailed as e:
         status, error = "failed", str(e)
     except Exception as e:  # a bug or a surprise in one step must not cost the others their run
         status, error = "failed", f"{type(e).__name__}: {e}"
+    finally:
+        step.stop_running()
     result = {"status": status, "seconds": round(time.monotonic() - started, 1),
               "mode": "smoke" if check.smoke else "gpu", "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "figures": step.figures, "commands": step.commands, "log": str(step.log)}
     if error:
         result.update(error=error, tail=step.tail())
+    if stopped:
+        result["stopped"] = True
     return result
 
 
@@ -494,6 +514,8 @@ def main(argv=None) -> int:
     logs = check.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     statuses = []
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
     for name in (s for s in STEPS if s in args.steps):
         print(f"== {name} ...", flush=True)
         limit = SMOKE_LIMIT if args.smoke else GPU_LIMITS[name]
@@ -504,6 +526,8 @@ def main(argv=None) -> int:
         print(f"== {name}: {result['status']} in {result['seconds']:.1f} s"
               + (f" ({result['error']}; log {result['log']})" if result.get("error") else ""), flush=True)
         statuses.append(result["status"])
+        if result.get("stopped"):
+            break  # the time is up for the whole check, not only for this step
     print(table(results))
     print(f"results: {args.json}")
     return 1 if {"failed", "timeout"} & set(statuses) else 0
@@ -515,3 +539,6 @@ if __name__ == "__main__":
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as e:  # between two steps: every finished step is already saved
+        print(f"gpu_check: {e}", file=sys.stderr)
+        sys.exit(1)

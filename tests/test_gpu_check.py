@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -121,6 +123,29 @@ def test_a_time_box_kills_the_step_and_is_recorded(tmp_path, monkeypatch):
     assert result["status"] == "timeout" and "time box" in result["error"]
     assert result["commands"][0]["exit"] == -9  # killed, not left running
     assert "time.sleep(600)" in result["tail"]
+
+
+def test_sigterm_kills_the_running_step_saves_it_and_stops(tmp_path):
+    """An outer time limit (the device tool's 10 minutes) ends the check with SIGTERM: the step running
+    then is recorded, its child killed, and no later step starts."""
+    results = tmp_path / "gpu-check.json"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path), "--json", str(results),
+                             "--only", "short,full"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    log = tmp_path / "logs" / "short.log"
+    deadline = time.monotonic() + 600
+    while not (log.exists() and "train.py" in log.read_text()) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the short step never started train.py"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, f"{stdout}\n{stderr}"
+    steps = json.loads(results.read_text())["steps"]
+    assert list(steps) == ["short"]  # full never started
+    short = steps["short"]
+    assert short["status"] == "timeout" and short["stopped"] is True
+    assert short["error"].startswith("stopped by signal 15 during short")
+    assert short["commands"][-1]["exit"] == -9  # train.py killed with it, not left running
 
 
 def test_junit_counts():
