@@ -70,7 +70,7 @@ def parse_args(argv) -> Options:
 def explain_run(s: study.Study, opts: Options, state: dict, data, device) -> dict:
     """Every picture; the numbers for the report."""
     loader, labels = evaluation.test_loader(data, state, opts.limit_test, device)
-    probs, labels = evaluation.predict(s.model, loader)
+    probs, labels = evaluation.predict(s.model, loader, state["config"].get("tta", False))
     preds, conf = probs.argmax(1), probs.max(1)
     wrong = np.flatnonzero(preds != labels)[:opts.n]
     right = np.flatnonzero(preds == labels)[:opts.n if opts.adversarial else 0]
@@ -78,7 +78,7 @@ def explain_run(s: study.Study, opts: Options, state: dict, data, device) -> dic
     images = evaluation.gather(loader, np.concatenate([shown, right])).to(device)
     pics, few = images[:len(shown)], shown[:METHOD_IMAGES]
 
-    figures.plot_curves(state["history"], s.out / "curves.png")
+    figures.plot_curves(state["history"], state["lr_steps"], s.out / "curves.png")
     study.gallery(s, pics, shown, labels, preds, conf, f"first {len(wrong)} misclassified of {len(labels)} "
                   "test images (true → predicted)" if len(wrong) else f"no mistakes in {len(labels)} test "
                   f"images: the first {len(shown)} instead")
@@ -86,7 +86,9 @@ def explain_run(s: study.Study, opts: Options, state: dict, data, device) -> dic
     study.by_depth(s, pics[0], labels[shown[0]], preds[shown[0]], conf[shown[0]])
     matrix = evaluation.confusion_matrix(labels, preds, len(s.classes))
     figures.plot_confusion(matrix, s.classes, s.out / "confusion.png")
-    summary = {"layer": s.layer_name, "test_images": len(labels), "accuracy": float((preds == labels).mean()),
+    summary = {"layer": s.layer_name, "weights": evaluation.weights_of(state),
+               "tta": state["config"].get("tta", False), "test_images": len(labels),
+               "accuracy": float((preds == labels).mean()),
                "misclassified": [{"index": int(i), "true": s.classes[labels[i]],
                                   "predicted": s.classes[preds[i]], "confidence": float(conf[i])}
                                  for i in wrong],

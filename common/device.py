@@ -16,3 +16,15 @@ def choose(name: str, local_rank: int = 0) -> torch.device:
     torch.cuda.set_device(local_rank)
     torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     return torch.device("cuda", local_rank)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512_BF16 or AMX). Without it autocast's
+    bf16 is emulated and slower than fp32 (measured: 19 img/s bf16 against 47 img/s fp32)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+

@@ -7,15 +7,22 @@ from torch import nn
 import nets
 import pipeline
 from nets import checkpoint
+from training.step import logits_of
 
 EVAL_BATCH = 256
 
 
+def weights_of(state: dict) -> str:
+    """Which weights viz explains: the moving average when the run kept one (what it evaluated beside
+    the raw weights, usually the better of the two), else the raw weights."""
+    return "ema" if state.get("ema") else "model"
+
+
 def load_model(state: dict, path, device) -> nn.Module:
-    """The checkpoint's weights in a fresh uncompiled float32 model, in eval mode."""
+    """The checkpoint's weights (weights_of) in a fresh uncompiled float32 model, in eval mode."""
     try:
         model = nets.create(state["config"]["model"], num_classes=len(state["classes"]))
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state[weights_of(state)])
     except (KeyError, ValueError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0][:120]
         raise checkpoint.CheckpointError(f"{path}: its weights do not fit the model it names ({reason}): "
@@ -44,11 +51,12 @@ def test_loader(data: pipeline.Dataset, state: dict, limit: int, device):
 
 
 @torch.inference_mode()
-def predict(model, loader) -> tuple:
-    """Softmax outputs (N x classes) and labels of every test image, in test-set order."""
+def predict(model, loader, tta: bool) -> tuple:
+    """Softmax outputs (N x classes) and labels of every test image, in test-set order; with tta the
+    mirror images' logits are averaged in, as training's evaluation did."""
     probs, labels = [], []
     for x, y in loader:
-        probs.append(model(x.float()).float().softmax(1).cpu())
+        probs.append(logits_of(model, x.float(), tta).softmax(1).cpu())
         labels.append(y.cpu())
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 

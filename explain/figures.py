@@ -7,7 +7,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from .pixels import hwc
@@ -52,30 +52,31 @@ def wrap(groups: list, per_row: int) -> list:
     return rows
 
 
-def plot_curves(history: list, path: Path):
-    """Loss, accuracy and LR per epoch."""
+def plot_curves(history: list, lr_steps: list, path: Path):
+    """Loss (log scale) and accuracy per epoch; the LR of every step (OneCycle's shape, plateau's cuts)."""
     fig = Figure(figsize=(15, 4.2), layout="constrained", dpi=110)
     loss, acc, lr = fig.subplots(1, 3)
     epochs = [r["epoch"] for r in history]
-    for split, style in (("train", "-o"), ("val", "--s"), ("test", "-s")):
+    for split, style in (("train", "-o"), ("val", "--s"), ("test", "-s"), ("ema_test", ":^")):
         if history and f"{split}_loss" in history[0]:
-            loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
-            acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=split)
+            label = split.replace("ema_test", "test, EMA weights")
+            loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=label)
+            acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=label)
     if history:
-        best = max(history, key=lambda r: r["test_acc"])
-        acc.annotate(f"best {best['test_acc']:.2%}", (best["epoch"], 100 * best["test_acc"]),
-                     textcoords="offset points", xytext=(0, -16), ha="center", fontsize=8)
-    lr.plot(epochs, [r["lr"] for r in history], "-o", color="tab:purple")
-    losses = [r[k] for r in history for k in ("train_loss", "test_loss")]
-    wide = losses and min(losses) > 0 and max(losses) / min(losses) > 20  # a diverged epoch
-    loss.set(title="loss", xlabel="epoch", yscale="log" if wide else "linear")
+        final = history[-1]["test_acc"]
+        acc.annotate(f"final {final:.2%}", (history[-1]["epoch"], 100 * final), textcoords="offset points",
+                     xytext=(0, -16), ha="center", fontsize=8)
+    lr.plot(range(1, len(lr_steps) + 1), lr_steps, color="tab:purple")
+    loss.set(title="loss (log scale)", xlabel="epoch", yscale="log")
+    loss.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # 2.3, not 2.3 x 10^0
+    loss.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
     acc.set(title="accuracy (%)", xlabel="epoch", ylim=(0, 100))
-    lr.set(title="learning rate (end of epoch)", xlabel="epoch")
+    lr.set(title="learning rate of each step", xlabel="step")
     for ax in (loss, acc):
         ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (loss, acc, lr):
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("training history" if history else "training history: no finished epoch yet")
     fig.savefig(path)
 

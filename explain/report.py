@@ -40,10 +40,14 @@ def headline(summary: dict, state: dict) -> str:
     trained = "no finished epoch yet"
     if h:
         subset = f" (on the first {cfg['limit_test']} test images)" if cfg.get("limit_test") else ""
-        trained = f"final {h[-1]['test_acc']:.2%}, best {state.get('best_acc', 0):.2%}{subset}"
+        ema = f", EMA weights {h[-1]['ema_test_acc']:.2%}" if "ema_test_acc" in h[-1] else ""
+        trained = f"final epoch {h[-1]['test_acc']:.2%}{ema}{subset}"
+    weights = "the moving average of the weights" if summary["weights"] == "ema" else "the weights"
+    tta = " with flip test-time augmentation" if summary["tta"] else ""
     return (f"{cfg['model']} on {cfg.get('data', 'cifar10')} ({summary['data_dir']}), epoch {state['epoch']} "
-            f"of {cfg.get('epochs', '?')}, {cfg.get('precision', '?')}. Test accuracy now: "
-            f"**{summary['accuracy']:.2%}** on {summary['test_images']} images; in training: {trained}.")
+            f"of {cfg.get('epochs', '?')}, {cfg.get('precision', '?')}; explaining {weights}{tta}. Test "
+            f"accuracy now: **{summary['accuracy']:.2%}** on {summary['test_images']} images; in training: "
+            f"{trained}.")
 
 
 def report(summary: dict, state: dict, t: dict) -> str:

@@ -2,17 +2,21 @@
 
 A checkpoint is a dict of tensors and plain Python values only, so `torch.load(weights_only=True)`
 reads it and a file crafted to run code on unpickling is refused, not executed:
-  format, version       "cifar-dali-checkpoint", 1
+  format, version       "cifar-dali-checkpoint", 2
   model                 state_dict of the unwrapped model (no DDP `module.`, no compile `_orig_mod.`)
-  optimizer, scheduler, scaler   their state_dicts (scheduler/scaler may be None)
+  ema                   state_dict of the weights' exponential moving average (None without --ema)
+  optimizer, scheduler, scaler   their state_dicts (scheduler may be None)
   epoch, step           epochs completed; batches done in the next epoch (non-zero after an interrupt)
   partial               running sums of the interrupted epoch (None at an epoch boundary)
   rng                   python / numpy / torch generator states
   config                the training Config as a dict
   classes, mean, std    what the data was: names in label order, normalisation in [0, 1] units
   image_size            side of the square images the model was trained on
-  history               one dict per finished epoch: epoch, lr, train/test loss/acc, img_s, seconds
-  best_acc              best test accuracy so far
+  history               one dict per finished epoch: epoch, lr, batch_size, train/val/test (and
+                        ema_val/ema_test) loss/acc/count, img_s, seconds
+  lr_steps              the LR of every training step so far
+  batch_size            the current batch per process (grows under --batch-ramp)
+  best_val_acc          best validation accuracy so far (None without --val-split)
 """
 import pickle
 from pathlib import Path
@@ -22,9 +26,9 @@ import torch
 from common.cli import UserError
 from common.files import atomic_write
 
-FORMAT, VERSION = "cifar-dali-checkpoint", 1
-REQUIRED = ("model", "optimizer", "epoch", "config", "classes", "mean", "std", "image_size",
-            "history")
+FORMAT, VERSION = "cifar-dali-checkpoint", 2
+REQUIRED = ("model", "ema", "optimizer", "epoch", "config", "classes", "mean", "std", "image_size",
+            "history", "lr_steps", "batch_size")
 
 
 class CheckpointError(UserError):

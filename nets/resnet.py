@@ -21,7 +21,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, blocks_per_stage, num_classes: int = 10):
+    def __init__(self, blocks_per_stage, num_classes: int = 10, zero_init_residual: bool = False):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
         widths, inp, stages = (64, 128, 256, 512), 64, []
@@ -33,15 +33,19 @@ class ResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
+        if zero_init_residual:  # each block starts as the identity (Goyal et al. 2017): easier early steps
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x):
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         return self.fc(self.pool(x).flatten(1))
 
 
-def resnet18(num_classes: int = 10) -> ResNet:
-    return ResNet((2, 2, 2, 2), num_classes)
+def resnet18(num_classes: int = 10, zero_init_residual: bool = False) -> ResNet:
+    return ResNet((2, 2, 2, 2), num_classes, zero_init_residual)
 
 
-def resnet34(num_classes: int = 10) -> ResNet:
-    return ResNet((3, 4, 6, 3), num_classes)
+def resnet34(num_classes: int = 10, zero_init_residual: bool = False) -> ResNet:
+    return ResNet((3, 4, 6, 3), num_classes, zero_init_residual)

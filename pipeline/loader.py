@@ -13,6 +13,7 @@ class DaliLoader:
 
     def __init__(self, pipeline, num_batches: int, channels_last: bool):
         self.num_batches, self.channels_last = num_batches, channels_last
+        self.batch_size = pipeline.max_batch_size
         # PARTIAL: a short last batch is returned as it is, never padded or repeated.
         self.iterator = DALIGenericIterator(pipeline, ["images", "labels"], auto_reset=True,
                                             last_batch_policy=LastBatchPolicy.PARTIAL,

@@ -10,7 +10,7 @@ from .config import Config
 
 
 def build_model(cfg: Config, num_classes: int, device) -> torch.nn.Module:
-    model = nets.create(cfg.model, num_classes).to(device)
+    model = nets.create(cfg.model, num_classes, cfg.zero_init_residual).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)  # NHWC: the layout tensor cores want
     return model
@@ -23,7 +23,7 @@ class Precision(NamedTuple):
 
 
 def precision(cfg: Config, device) -> Precision:
-    """Autocast, gradient scaler and loader dtype for cfg.precision on device."""
+    """Autocast, gradient scaler and loader dtype for cfg.precision (resolved: bf16, fp16 or fp32)."""
     autocast = torch.autocast(device.type, enabled=cfg.precision != "fp32",
                               dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -32,9 +32,18 @@ def precision(cfg: Config, device) -> Precision:
     return Precision(autocast, scaler, dtype)
 
 
+def parameter_groups(cfg: Config, model) -> list:
+    """Weight decay on the conv and linear weights; BatchNorm scales and shifts and the biases are not
+    decayed unless asked (decaying them only shrinks what the next layer rescales anyway)."""
+    decayed, free = [], []
+    for p in model.parameters():
+        (decayed if p.ndim > 1 or cfg.norm_bias_decay else free).append(p)
+    return [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": free, "weight_decay": 0.0}]
+
+
 def build_optimizer(cfg: Config, model, device) -> torch.optim.Optimizer:
-    params, fused = model.parameters(), device.type == "cuda"  # fused kernels: one launch per step
-    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params, fused = parameter_groups(cfg, model), device.type == "cuda"  # fused: one launch per step
+    kw = dict(lr=cfg.lr)
     if cfg.optimizer in ("sgd", "nesterov"):
         return torch.optim.SGD(params, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov",
                                fused=fused, **kw)

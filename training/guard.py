@@ -23,12 +23,22 @@ class Diverged(UserError):
 
 
 class Guard:
+    """A context: the signal handlers are the run's inside it, the caller's again after it."""
+
     def __init__(self, device, lr: float):
         self.device, self.lr = device, lr
         self.signum = 0
         self.first_bad_step = torch.tensor(-1, device=device)
+        self._previous = {}
+
+    def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, self._on_signal)
+            self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
     def _on_signal(self, signum, frame):
         if self.signum:
@@ -59,9 +69,10 @@ class Guard:
             raise Diverged(f"the training loss became non-finite at epoch {epoch + 1}, step {bad + 1}: "
                            f"lower --lr (was {self.lr:.3g}); {kept}")
 
-    def check_model(self, model: torch.nn.Module, metrics: dict, epoch: int, kept: str):
-        """After an epoch's evaluation: every parameter and buffer finite, every evaluation loss too."""
-        names = nonfinite(model)
+    def check_models(self, models: list, metrics: dict, epoch: int, kept: str):
+        """Before a checkpoint: every parameter and buffer finite (the weights and their EMA), every
+        evaluation loss too."""
+        names = [name for model in models for name in nonfinite(model)]
         if names:
             raise Diverged(f"{names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''} became "
                            f"non-finite in epoch {epoch + 1}: lower --lr (was {self.lr:.3g}); {kept}")

@@ -1,5 +1,5 @@
 """The training run, top to bottom: set up, optionally the LR range test, then for each epoch train,
-evaluate, save. The run's mutable state is one small object (Run); checkpoints are made from it."""
+evaluate, save. What changes as it trains is one small object (Run); checkpoints are made from it."""
 import dataclasses
 import json
 import sys
@@ -19,41 +19,48 @@ from . import distributed, lr_finder, rng, runlog
 from .build import build_model, build_optimizer, build_scheduler, precision
 from .config import Config
 from .data import eval_loaders, loader_options, split
+from .ema import EMA
 from .guard import Guard
-from .step import evaluate, train_step
+from .step import GradientNoise, evaluate, train_step
 
 
 @dataclass
 class Run:
-    """What changes as a run trains, and what a checkpoint holds besides the config and the data's facts."""
+    """What changes as a run trains: what a checkpoint holds besides the config and the data's facts."""
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object
     scaler: torch.amp.GradScaler
+    ema: EMA | None
+    batch_size: int                # per process; grows under --batch-ramp
+    scheduler: object = None
     epoch: int = 0                 # epochs finished
     step: int = 0                  # batches done in the current epoch (non-zero after an interrupt)
     partial: dict | None = None    # running sums of an interrupted epoch, summed over ranks
-    history: list = field(default_factory=list)
-    best_acc: float = 0.0
+    history: list = field(default_factory=list)  # one row per finished epoch
+    lr_steps: list = field(default_factory=list)  # the LR of every step so far
+    best_val_acc: float | None = None
 
     def restore(self, saved: dict):
+        """Everything but the scheduler, which is built once the batch size is known."""
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
         rng.restore(saved["rng"])
         self.epoch, self.step, self.partial = saved["epoch"], saved["step"], saved["partial"]
-        self.history, self.best_acc = saved["history"], saved["best_acc"]
+        self.history, self.lr_steps = saved["history"], saved["lr_steps"]
+        self.batch_size, self.best_val_acc = saved["batch_size"], saved["best_val_acc"]
 
     def state(self, cfg: Config, data: pipeline.Dataset) -> dict:
         """The checkpoint (format: nets/checkpoint.py)."""
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict() if self.scheduler else None,
-                    scaler=self.scaler.state_dict(), epoch=self.epoch, step=self.step,
-                    partial=self.partial, rng=rng.state(), config=dataclasses.asdict(cfg),
-                    classes=list(data.classes), mean=list(data.mean), std=list(data.std),
-                    image_size=data.image_size, history=self.history, best_acc=self.best_acc)
+                    scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema else None,
+                    epoch=self.epoch, step=self.step, partial=self.partial, rng=rng.state(),
+                    config=dataclasses.asdict(cfg), classes=list(data.classes), mean=list(data.mean),
+                    std=list(data.std), image_size=data.image_size, history=self.history,
+                    lr_steps=self.lr_steps, batch_size=self.batch_size, best_val_acc=self.best_val_acc)
 
 
 def fit(cfg: Config, resumed: dict | None = None):
@@ -64,7 +71,6 @@ def fit(cfg: Config, resumed: dict | None = None):
     process = distributed.start(cfg.device)
     if process.world > 1 and (cfg.find_lr or cfg.lr_auto):
         raise UsageError("run the LR range test on one process, then pass its --lr to torchrun")
-
     # Data first: a missing or broken dataset fails before anything is written.
     data = pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size)
     if data.note:
@@ -73,59 +79,74 @@ def fit(cfg: Config, resumed: dict | None = None):
     rng.seed_everything(cfg.seed)
     autocast, scaler, dtype = precision(cfg, process.device)
     options = loader_options(cfg, data, process, dtype)
-    start = (resumed["epoch"], resumed["step"]) if resumed else (0, 0)
-    train_loader = data.train_loader(*parts["train"], seed=cfg.seed, start_epoch=start[0],
-                                     start_step=start[1], **options)
-    if len(train_loader) == 0:
-        raise UsageError(f"{len(parts['train'][1])} training images make no full batch of "
-                         f"{cfg.batch_size} per process: lower --batch-size")
-    evals = eval_loaders(data, parts, options)
-
     model = build_model(cfg, len(data.classes), process.device)
     optimizer = build_optimizer(cfg, model, process.device)
     step_model = distributed.wrap(torch.compile(model) if cfg.compile else model, process)  # save `model`
-    step = partial(train_step, step_model, optimizer, scaler, autocast, smoothing=cfg.label_smoothing)
+    train = partial(train_step, step_model, optimizer, scaler, autocast, smoothing=cfg.label_smoothing)
     if (cfg.find_lr or cfg.lr_auto) and not resumed:
-        find_lr(cfg, data, parts, options, step, optimizer, (model, optimizer, scaler), process.main)
+        find_lr(cfg, data, parts, options, train, optimizer, (model, optimizer, scaler), process.main)
         if cfg.find_lr:
             return
-    run = Run(model, optimizer, build_scheduler(cfg, optimizer, len(train_loader)), scaler)
+    run = Run(model, optimizer, scaler, EMA(model, cfg.ema) if cfg.ema else None, cfg.batch_size)
     if resumed:
         run.restore(resumed)
-
-    log = None
-    if process.main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
-        log = runlog.RunLog(out, "val" in parts, run.epoch)
-        print(describe(cfg, process, parts, resumed and start), flush=True)
-        log.header()
-    guard = Guard(process.device, cfg.lr)
-    for epoch in range(run.epoch, cfg.epochs):
-        sums, seconds = train_one_epoch(run, cfg, train_loader, step, guard, process)
-        kept = f"{out / 'last.pt'} still holds epoch {epoch}" if epoch else "no checkpoint written"
-        guard.check_loss(epoch, kept)
-        if guard.signum:
-            interrupted(run, cfg, data, guard, epoch, {"sums": distributed.total(sums), "seconds": seconds},
-                        process.main)
-        metrics = evaluate_all(model, evals, autocast, process.device)
-        guard.check_model(model, metrics, epoch, kept)
-        if cfg.scheduler == "plateau":  # on held-out training data when there is some
-            run.scheduler.step(metrics.get("val", metrics["test"])["loss"])
-        row = epoch_row(run, epoch, distributed.total(sums), metrics, seconds)
-        run.history.append(row)
-        run.best_acc = max(run.best_acc, row["test_acc"])
-        run.epoch, run.step, run.partial = epoch + 1, 0, None
-        if process.main:
-            save(run, cfg, data, best=row["test_acc"] >= run.best_acc)
-            log.epoch(row, run.history)
+    loader = train_loader(cfg, data, parts, options, run)
+    run.scheduler = build_scheduler(cfg, optimizer, len(loader))
+    if resumed and run.scheduler is not None:
+        run.scheduler.load_state_dict(resumed["scheduler"])
+    if cfg.grad_noise:
+        train = partial(train, noise=GradientNoise(model.parameters(), cfg.grad_noise, cfg.seed,
+                                                   process.device, step=len(run.lr_steps)))
+    evals = eval_loaders(data, parts, options)
+    log = start_log(cfg, process, parts, run, resumed)
+    with Guard(process.device, cfg.lr) as guard:
+        for epoch in range(run.epoch, cfg.epochs):
+            if loader.batch_size != run.batch_size:  # --batch-ramp grew it
+                loader = train_loader(cfg, data, parts, options, run)
+            sums, seconds = train_one_epoch(run, cfg, loader, train, guard, process)
+            kept = f"{out / 'last.pt'} still holds epoch {epoch}" if epoch else "no checkpoint written"
+            guard.check_loss(epoch, kept)
+            if guard.signum:
+                interrupted(run, cfg, data, guard, epoch, {"sums": distributed.total(sums),
+                                                           "seconds": seconds}, process.main)
+            metrics = evaluate_all(run, evals, autocast, process.device, cfg.tta)
+            guard.check_models([model, *([run.ema.model] if run.ema else [])], metrics, epoch, kept)
+            end_epoch(run, cfg, epoch, distributed.total(sums), metrics, seconds, len(parts["train"][1]),
+                      process.world)
+            if process.main:
+                save(run, cfg, data, best="val" in metrics and run.history[-1]["val_acc"] == run.best_val_acc)
+                log.epoch(run.history[-1], run.history)
     if process.main:
         print(runlog.summary(run.history), flush=True)
         log.close()
     distributed.finish()
 
 
-def train_one_epoch(run: Run, cfg: Config, loader, step, guard: Guard, process) -> tuple:
+def train_loader(cfg: Config, data, parts: dict, options: dict, run: Run):
+    """The training loader at the run's batch size, from the epoch and step it has reached."""
+    loader = data.train_loader(*parts["train"], seed=cfg.seed, start_epoch=run.epoch, start_step=run.step,
+                               **{**options, "batch_size": run.batch_size})
+    if len(loader) == 0:
+        raise UsageError(f"{len(parts['train'][1])} training images make no full batch of "
+                         f"{run.batch_size} per process: lower --batch-size")
+    return loader
+
+
+def start_log(cfg: Config, process, parts: dict, run: Run, resumed):
+    """Rank 0: the run directory, config.json, the describing line and the table's header."""
+    if not process.main:
+        return None
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    log = runlog.RunLog(out, runlog.columns(val="val" in parts, ema=bool(cfg.ema), ramp=cfg.batch_ramp),
+                        run.epoch)
+    print(describe(cfg, process, parts, resumed and (run.epoch, run.step)), flush=True)
+    log.header()
+    return log
+
+
+def train_one_epoch(run: Run, cfg: Config, loader, train, guard: Guard, process) -> tuple:
     """Train until the epoch ends or the guard says stop. Returns the (loss sum, correct, images)
     totals of this rank, on the device (no host sync inside the epoch), and the seconds spent."""
     # A resumed partial epoch carries totals already summed over all ranks: rank 0 adds them once.
@@ -134,9 +155,12 @@ def train_one_epoch(run: Run, cfg: Config, loader, step, guard: Guard, process) 
                         device=process.device)
     guard.new_epoch()
     t0 = time.perf_counter()
-    bar = runlog.progress(len(loader), run.step, cfg.batch_size * process.world, process.main)
+    bar = runlog.progress(len(loader), run.step, run.batch_size * process.world, process.main)
     for x, y in loader:
-        loss, correct = step(x, y)
+        run.lr_steps.append(run.optimizer.param_groups[0]["lr"])
+        loss, correct = train(x, y)
+        if run.ema is not None:
+            run.ema.update()
         if cfg.scheduler == "onecycle":
             run.scheduler.step()
         guard.watch(loss, run.step)
@@ -151,25 +175,50 @@ def train_one_epoch(run: Run, cfg: Config, loader, step, guard: Guard, process) 
     return sums, carried["seconds"] + time.perf_counter() - t0
 
 
-def evaluate_all(model, loaders: dict, autocast, device) -> dict:
-    """Loss and accuracy of each held-out part, every image exactly once, summed over ranks."""
-    distributed.share_buffers(model)  # every rank evaluates the weights rank 0 saves
+def evaluate_all(run: Run, loaders: dict, autocast, device, tta: bool) -> dict:
+    """Loss and accuracy of each held-out part ("test", "val"), every image exactly once, summed over
+    ranks; for the EMA weights too ("ema_test", "ema_val")."""
+    models = {"": run.model, **({"ema_": run.ema.model} if run.ema else {})}
     metrics = {}
-    for name, loader in loaders.items():
-        loss, correct, count = distributed.total(evaluate(model, loader, autocast, device))
-        metrics[name] = {"loss": loss / count, "acc": correct / count, "count": int(count)}
+    for prefix, model in models.items():
+        distributed.share_buffers(model)  # every rank evaluates the BatchNorm statistics rank 0 saves
+        for name, loader in loaders.items():
+            loss, correct, count = distributed.total(evaluate(model, loader, autocast, device, tta))
+            metrics[prefix + name] = {"loss": loss / count, "acc": correct / count, "count": int(count)}
     return metrics
 
 
-def epoch_row(run: Run, epoch: int, sums: list, metrics: dict, seconds: float) -> dict:
+def end_epoch(run: Run, cfg: Config, epoch: int, sums: list, metrics: dict, seconds: float,
+              train_images: int, world: int):
+    """The epoch's row in the history; the plateau schedule's step (or, with --batch-ramp, a larger
+    batch where it cut the LR); the best validation accuracy."""
     loss_sum, correct, seen = sums
-    row = dict(epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"], train_loss=loss_sum / seen,
-               train_acc=correct / seen, train_count=int(seen), test_loss=metrics["test"]["loss"],
-               test_acc=metrics["test"]["acc"], test_count=metrics["test"]["count"], img_s=seen / seconds,
-               seconds=seconds)
+    row = dict(epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"], batch_size=run.batch_size * world,
+               train_loss=loss_sum / seen, train_acc=correct / seen, train_count=int(seen),
+               img_s=seen / seconds, seconds=seconds)
+    for name, m in metrics.items():
+        row.update({f"{name}_loss": m["loss"], f"{name}_acc": m["acc"], f"{name}_count": m["count"]})
+    if cfg.scheduler == "plateau":
+        ramp_or_cut(run, cfg, metrics["val"]["loss"], train_images, world)
+    run.history.append(row)
     if "val" in metrics:
-        row.update(val_loss=metrics["val"]["loss"], val_acc=metrics["val"]["acc"])
-    return row
+        run.best_val_acc = max(run.best_val_acc or 0.0, row["val_acc"])
+    run.epoch, run.step, run.partial = epoch + 1, 0, None
+
+
+def ramp_or_cut(run: Run, cfg: Config, val_loss: float, train_images: int, world: int):
+    """ReduceLROnPlateau's step; under --batch-ramp a cut becomes a batch larger by the same factor
+    (Smith et al. 2017: same noise scale), while the batch fits --max-batch-size and the data."""
+    before = [g["lr"] for g in run.optimizer.param_groups]
+    run.scheduler.step(val_loss)
+    after = run.optimizer.param_groups[0]["lr"]
+    if not cfg.batch_ramp or after >= before[0]:
+        return
+    grown = round(run.batch_size * before[0] / after)
+    if grown <= cfg.max_batch_size and train_images // world // grown >= 1:
+        run.batch_size = grown
+        for group, lr in zip(run.optimizer.param_groups, before):
+            group["lr"] = lr
 
 
 def save(run: Run, cfg: Config, data, best: bool = False):
@@ -181,7 +230,8 @@ def save(run: Run, cfg: Config, data, best: bool = False):
 
 def interrupted(run: Run, cfg: Config, data, guard: Guard, epoch: int, partial: dict, main: bool):
     """A signal: save the step reached (every rank stopped at the same one) and exit 128 + signal."""
-    guard.check_model(run.model, {}, epoch, f"{Path(cfg.out) / 'last.pt'} still holds epoch {epoch}")
+    models = [run.model, *([run.ema.model] if run.ema else [])]
+    guard.check_models(models, {}, epoch, f"{Path(cfg.out) / 'last.pt'} still holds epoch {epoch}")
     run.partial = partial
     if main:
         save(run, cfg, data)
@@ -190,14 +240,14 @@ def interrupted(run: Run, cfg: Config, data, guard: Guard, epoch: int, partial: 
     sys.exit(128 + guard.signum)
 
 
-def find_lr(cfg: Config, data, parts: dict, options: dict, step, optimizer, restore: tuple, main: bool):
+def find_lr(cfg: Config, data, parts: dict, options: dict, train, optimizer, restore: tuple, main: bool):
     """The LR range test on its own stream of batches, restoring what it changed (restore: model,
     optimizer, scaler); sets cfg.lr and the optimizer's LR to its suggestion."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     loader = data.train_loader(*parts["train"], seed=cfg.seed + 1, **options)
     batches = (b for _ in iter(int, 1) for b in loader)  # as many epochs as it takes
-    result = lr_finder.range_test(lambda x, y: step(x, y)[0], optimizer, batches, restore,
+    result = lr_finder.range_test(lambda x, y: train(x, y)[0], optimizer, batches, restore,
                                   steps=cfg.find_lr_steps)
     lr_finder.plot(result, out / "lr_find.png")
     if main:

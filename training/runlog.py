@@ -5,20 +5,27 @@ from pathlib import Path
 
 from common.tables import row as table_row
 
-# (history key, column header, format spec); accuracies are stored as fractions.
-COLUMNS = [("epoch", "epoch", "d"), ("lr", "lr", ".2e"), ("train_loss", "train loss", ".5g"),
-           ("train_acc", "train acc", ".2%"), ("val_loss", "val loss", ".5g"),
-           ("val_acc", "val acc", ".2%"), ("test_loss", "test loss", ".5g"),
-           ("test_acc", "test acc", ".2%"), ("img_s", "img/s", ",.0f"), ("seconds", "sec", ".1f")]
+# (history key, column header, format spec, shown when); accuracies are stored as fractions.
+COLUMNS = [("epoch", "epoch", "d", None), ("lr", "lr", ".2e", None), ("batch_size", "batch", "d", "ramp"),
+           ("train_loss", "train loss", ".5g", None), ("train_acc", "train acc", ".2%", None),
+           ("val_loss", "val loss", ".5g", "val"), ("val_acc", "val acc", ".2%", "val"),
+           ("test_loss", "test loss", ".5g", None), ("test_acc", "test acc", ".2%", None),
+           ("ema_test_acc", "EMA acc", ".2%", "ema"), ("img_s", "img/s", ",.0f", None),
+           ("seconds", "sec", ".1f", None)]
 WIDTH = 10  # fits the widest header and 9.2616e+10
+
+
+def columns(val: bool, ema: bool, ramp: bool) -> list:
+    """(key, header, format) of the columns this run shows."""
+    shown = {None, *(name for name, on in (("val", val), ("ema", ema), ("ramp", ramp)) if on)}
+    return [(key, head, spec) for key, head, spec, when in COLUMNS if when in shown]
 
 
 class RunLog:
     """One row per epoch; only the process that owns the run (rank 0) creates one."""
 
-    def __init__(self, out: Path, with_val: bool, start_epoch: int):
-        self.out = out
-        self.columns = [c for c in COLUMNS if with_val or not c[0].startswith("val")]
+    def __init__(self, out: Path, columns: list, start_epoch: int):
+        self.out, self.columns = out, columns
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only where it is used
         # purge_step drops events that a killed run wrote after its last checkpoint.
         self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_epoch + 1)
@@ -55,7 +62,15 @@ def progress(batches: int, initial: int, batch_size: int, enabled: bool):
 
 
 def summary(history: list) -> str:
-    best = max(history, key=lambda r: r["test_acc"])
+    """The headline: the final epoch's test accuracy (what papers report; choosing the best epoch on
+    the test set would leak it), and the best validation accuracy when there is a split."""
+    last = history[-1]
     seconds = sum(r["seconds"] for r in history)
-    return (f"done: best test acc {best['test_acc']:.2%} (epoch {best['epoch']}), "
-            f"final {history[-1]['test_acc']:.2%}, {len(history)} epochs in {seconds:.1f} s")
+    line = f"done: final test acc {last['test_acc']:.2%}"
+    if "ema_test_acc" in last:
+        line += f" (EMA weights {last['ema_test_acc']:.2%})"
+    line += f" after {len(history)} epochs in {seconds:.1f} s"
+    if "val_acc" in last:
+        best = max(history, key=lambda r: r["val_acc"])
+        line += f"; best val acc {best['val_acc']:.2%} at epoch {best['epoch']} (best.pt)"
+    return line

@@ -1,0 +1,32 @@
+"""An exponential moving average of the weights (and BatchNorm statistics), updated after every step,
+evaluated and saved beside the raw weights: a cheap ensemble over the last few hundred steps."""
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False)  # starts at the initial weights
+        pairs = list(zip(self._tensors(self.model), self._tensors(model)))
+        self._floats = [list(t) for t in zip(*[(a, b) for a, b in pairs if a.is_floating_point()])]
+        self._counts = [(a, b) for a, b in pairs if not a.is_floating_point()]  # num_batches_tracked
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> list:
+        return [*model.parameters(), *model.buffers()]
+
+    @torch.no_grad()
+    def update(self):
+        """ema = decay * ema + (1 - decay) * weights, for every tensor, in one fused call."""
+        torch._foreach_lerp_(self._floats[0], self._floats[1], 1 - self.decay)
+        for mine, theirs in self._counts:
+            mine.copy_(theirs)
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict):
+        self.model.load_state_dict(state)
