@@ -8,8 +8,7 @@ image, clipped at the borders and filled with round(255 * mean) on uint8 (~0 onc
 (x/255 - mean)/std in the training dtype and layout. The draws come from a torch generator seeded by
 (seed, epoch) on the device, so an epoch is a pure function of both (they are not DALI's numbers).
 
-Per batch, four kernels do the pixel work (measured on a 2-core CPU, batch 512: ~1 ms in all, of
-which the gather 0.2, cutout 0.5, normalise 0.3):
+Per batch, three steps do the pixel work:
   gather + crop + flip   one index_select of 32x32 windows from the padded, pre-mirrored store
   cutout                 x + square * (fill - x) on uint8 (wraps exactly: gives fill or x)
   normalise              to float, then one multiply and one add by constants tiled to the layout

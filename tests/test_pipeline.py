@@ -76,12 +76,17 @@ def test_eval_shards_partition_the_set():
     assert sorted(seen) == list(range(n))
 
 
-def augmented(seed=1, n=512, batch=128, epoch=0):
-    """A set whose pixels name their own position (R = 100 + row, G = 100 + col), augmented by the
-    training pipeline; returns raw R, G per output pixel (0 where padded, -1 where cut out)."""
+def position_images(n):
+    """n copies of an image whose pixels name their own position: R = 100 + row, G = 100 + col."""
     rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
     image = np.stack([100 + rows, 100 + cols, np.full_like(rows, 50)], -1).astype(np.uint8)
-    images = np.repeat(image[None], n, 0)
+    return np.repeat(image[None], n, 0)
+
+
+def augmented(seed=1, n=512, batch=128, epoch=0):
+    """Position images augmented by the training pipeline; returns raw R, G per output pixel (0 where
+    padded, -1 where cut out)."""
+    images = position_images(n)
     loader = train_loader(images, np.arange(n, dtype=np.int64), mean=MEAN, std=STD,
                           batch_size=batch, seed=seed, channels_last=False, start_epoch=epoch)
     x, y, _ = images_of(loader)
@@ -115,17 +120,27 @@ def test_train_augmentation_crop_flip_cutout():
     n = 2048
     px, y = augmented(n=n, batch=256)
     assert px.shape == (n, 2, 32, 32) and sorted(y.tolist()) == list(range(n))
-    offsets, flips, full, clipped = set(), 0, 0, 0
+    assert_augmentation(px)
+
+
+def assert_augmentation(px):
+    """Raw R, G of augmented position images (from raw_with_cutout): every pixel is where a crop offset
+    and a flip put it; each cutout is one clipped square; offsets, flips and cutout centres follow the
+    training augmentation's distributions. Returns the count of each crop offset."""
+    n = len(px)
+    offsets, flips, full, clipped = {}, 0, 0, 0
+    rr, cc = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     for img in px:
         dy, dx, flipped, cut = crop_flip_cutout(img)
-        offsets.add((dy, dx))
+        offsets[dy, dx] = offsets.get((dy, dx), 0) + 1
         flips += bool(flipped)
         # Every pixel is where the crop offset and the flip put it (or padding, or cutout).
-        rr, cc = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
         src_r, src_c = rr + dy, (31 - cc if flipped else cc) + dx
         in_image = (src_r >= 0) & (src_r < 32) & (src_c >= 0) & (src_c < 32)
         expect_r = torch.where(in_image, 100 + src_r, torch.zeros_like(src_r)).float()
+        expect_g = torch.where(in_image, 100 + src_c, torch.zeros_like(src_c)).float()
         assert torch.equal(torch.where(cut, expect_r, img[0]), expect_r)
+        assert torch.equal(torch.where(cut, expect_g, img[1]), expect_g)
         # Cutout: exactly one axis-aligned square, 16 x 16 or clipped at the border (>= 8 x 8).
         rows, cols = cut.any(1).nonzero().flatten(), cut.any(0).nonzero().flatten()
         assert cut.sum() == len(rows) * len(cols)
@@ -133,10 +148,11 @@ def test_train_augmentation_crop_flip_cutout():
         assert CUTOUT // 2 <= len(rows) <= CUTOUT and CUTOUT // 2 <= len(cols) <= CUTOUT
         full += len(rows) == len(cols) == CUTOUT
         clipped += len(rows) < CUTOUT or len(cols) < CUTOUT
-    assert offsets == {(a, b) for a in range(-PAD, PAD + 1) for b in range(-PAD, PAD + 1)}
+    assert set(offsets) == {(a, b) for a in range(-PAD, PAD + 1) for b in range(-PAD, PAD + 1)}
     assert abs(flips / n - 0.5) < 4 * (0.25 / n) ** 0.5  # within 4 sigma of p = 0.5
     # Centre uniform over 32 x 32: a square fits whole only for centres in 8..24 in both axes.
     assert abs(full / n - (17 / 32) ** 2) < 0.05 and clipped > 0
+    return offsets
 
 
 def test_same_seed_same_batches_other_seed_or_epoch_differs():

@@ -1,0 +1,73 @@
+"""The torch-ops peer (pipeline/tensor_loader.py): DALI's augmentation and distributions, dtype, layout,
+normalisation, epochs as a function of (seed, epoch). CPU only; the same code runs on a GPU."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import MEAN, STD
+from pipeline.augment_spec import PAD, cutout_fill
+from pipeline.tensor_loader import TensorLoader
+from tests.conftest import ROOT
+from tests.test_pipeline import assert_augmentation, images_of, position_images, raw_with_cutout
+
+
+def loader(images, seed=1, batch=256, **kw):
+    return TensorLoader(images, np.arange(len(images)), mean=MEAN, std=STD, batch_size=batch, seed=seed, **kw)
+
+
+def test_augmentation_is_dalis_crop_flip_cutout_with_its_distributions():
+    n = 4096
+    x, y, sizes = images_of(loader(position_images(n), batch=512))
+    assert sizes == [512] * 8 and sorted(y.tolist()) == list(range(n))
+    offsets = assert_augmentation(raw_with_cutout(x, MEAN, STD))  # the DALI pipeline's own checks
+    # The 81 offsets roughly uniform: Pearson's chi-square with 80 degrees of freedom (mean 80, sd 12.6).
+    expected = n / (2 * PAD + 1) ** 2
+    assert sum((c - expected) ** 2 / expected for c in offsets.values()) < 80 + 5 * 12.6
+
+
+@pytest.mark.parametrize("channels_last, dtype", [(True, torch.float32), (False, torch.float32),
+                                                  (True, torch.float16)])
+def test_dtype_layout_and_normalisation(channels_last, dtype):
+    colour = (10, 200, 60)
+    images = np.broadcast_to(np.array(colour, np.uint8), (300, 32, 32, 3)).copy()
+    batches = list(loader(images, batch=128, channels_last=channels_last, dtype=dtype))
+    assert len(batches) == 2  # full batches only: 44 images wait for another epoch
+    x, y = batches[0]
+    assert x.shape == (128, 3, 32, 32) and x.dtype == dtype and y.dtype == torch.int64
+    assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # Each value is the image's colour, the zero padding or the cutout's mean colour, normalised.
+    raw = torch.tensor([colour, (0, 0, 0), cutout_fill(MEAN)], dtype=torch.float32)
+    allowed = (raw / 255 - torch.tensor(MEAN)) / torch.tensor(STD)  # 3 values x 3 channels
+    distance = (x.float()[:, :, None] - allowed.T.to(dtype).float()[None, :, :, None, None]).abs()
+    assert distance.amin(2).max() < 1e-6  # (batch, channel, which value, row, column)
+    kind = distance.argmin(2)
+    assert (kind == kind[:, :1]).all()  # a pixel is one of the three in every channel
+    assert (kind == 0).float().mean() > 0.5 and (kind == 1).any() and (kind == 2).any()
+
+
+def test_epochs_are_a_function_of_seed_and_epoch():
+    images = np.random.default_rng(0).integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
+    run = loader(images, seed=3)
+    first, second = images_of(run)[:2], images_of(run)[:2]
+    again = images_of(loader(images, seed=3))[:2]
+    resumed = images_of(loader(images, seed=3, start_epoch=1))[:2]
+    other = images_of(loader(images, seed=4))[:2]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(second, resumed))
+    assert not torch.equal(first[1], second[1]) and not torch.equal(first[0], second[0])
+    assert not torch.equal(first[1], other[1])
+
+
+def test_needs_no_dali():
+    """A process that uses only this loader never loads DALI (here it could not: DALI is blocked)."""
+    code = ("import sys; sys.modules['nvidia.dali'] = None\n"
+            "import numpy as np, pipeline\n"
+            "images = np.zeros((64, 32, 32, 3), np.uint8)\n"
+            "x, y = next(iter(pipeline.TensorLoader(images, np.arange(64), mean=pipeline.MEAN, "
+            "std=pipeline.STD, batch_size=32, seed=0)))\n"
+            "assert x.shape == (32, 3, 32, 32) and 'nvidia.dali' not in [m for m in sys.modules if sys.modules[m]]")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
