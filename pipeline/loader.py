@@ -29,24 +29,26 @@ class DaliLoader:
             yield (images.permute(0, 3, 1, 2) if self.channels_last else images), labels
 
 
-def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, channels_last, decode):
-    """One of the pipelines, on the GPU device_id (None: DALI's CPU backend), wrapped for PyTorch."""
+def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, channels_last, decode,
+           num_threads=None):
+    """One of the pipelines, on the GPU device_id (None: DALI's CPU backend), wrapped for PyTorch;
+    num_threads: DALI's CPU worker threads (default: the cores, at most 4)."""
     pipe = pipeline_fn(source=source, mean=mean, std=std, dtype=dtype, gpu=device_id is not None,
                        layout="HWC" if channels_last else "CHW", decode_as=decode, batch_size=batch_size,
-                       num_threads=min(4, os.cpu_count() or 1), device_id=device_id, seed=seed,
+                       num_threads=num_threads or min(4, os.cpu_count() or 1), device_id=device_id, seed=seed,
                        prefetch_queue_depth=2)
     return DaliLoader(pipe, len(source), channels_last)
 
 
 def train_loader(items, labels, *, mean, std, batch_size, seed, device_id=None,
                  dtype=torch.float32, channels_last=True, shard_id=0, num_shards=1,
-                 start_epoch=0, start_step=0, decode: Decode | None = None) -> DaliLoader:
+                 start_epoch=0, start_step=0, decode: Decode | None = None, num_threads=None) -> DaliLoader:
     """Shuffled, augmented full batches; pass k over it is epoch start_epoch + k (resumed at start_step).
     items: uint8 N x H x W x 3 images, or file paths with decode."""
     source = TrainSource(items, labels, batch_size, seed, shard_id, num_shards,
                          start_epoch, start_step, device_id, decode)
     return _build(train_pipeline, source, batch_size, seed, device_id, mean, std, dtype, channels_last,
-                  decode)
+                  decode, num_threads)
 
 
 def eval_loader(items, labels, *, mean, std, batch_size, device_id=None, dtype=torch.float32,
