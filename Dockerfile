@@ -64,6 +64,7 @@ COPY nets/ ./nets/
 COPY common/ ./common/
 COPY training/ ./training/
 COPY explain/ ./explain/
+COPY benchmark/ ./benchmark/
 COPY train.py viz.py bench.py ./
 RUN chmod 1777 /workspace \
  && ln -s /data /workspace/data \
