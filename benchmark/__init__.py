@@ -1,0 +1,3 @@
+"""bench.py's library: the loaders that compete (loaders), the stages (stages), timing and deadlines
+(measure), the scaling sweep (scaling), the hardware's limits (limits), the JSON and tables (report),
+bench.png (plot), and one run top to bottom (run). Options are declared once, in options."""

@@ -1,0 +1,120 @@
+"""Timing: images/s of repeated runs (median, min, max), the stages of a group interleaved round by
+round; every stage on a deadline, so none can wait for ever."""
+import itertools
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+
+import torch
+
+GRACE = 30.0  # seconds a single call may run past its stage's deadline before the watchdog steps in
+
+
+class StageOverrun(Exception):
+    """A stage passed its deadline; the message names it."""
+
+    def __init__(self, stage: str, limit: float, how: str = ""):
+        super().__init__(f"stage '{stage}' passed its deadline of {limit:g} s{how} "
+                         "(raise it with --stage-timeout, or look for what hangs)")
+        self.stage = stage
+
+
+class Deadline:
+    """The time one stage has spent, against its limit. check() (called between batches and steps) raises
+    StageOverrun once it is past; a watchdog thread calls on_stuck(stage, message) when one call runs
+    GRACE seconds past it: a hang inside C code, which no check would ever reach."""
+
+    def __init__(self, stage: str, limit: float, on_stuck):
+        self.stage, self.limit, self.on_stuck = stage, limit, on_stuck
+        self.spent, self.started, self.watchdog = 0.0, 0.0, None
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        message = str(StageOverrun(self.stage, self.limit, f", stuck for {GRACE:g} s more in one call"))
+        self.watchdog = threading.Timer(self.limit - self.spent + GRACE, self.on_stuck, (self.stage, message))
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        return self
+
+    def __exit__(self, kind, error, trace):
+        self.watchdog.cancel()
+        self.spent += time.monotonic() - self.started
+        if error is not None and not isinstance(error, StageOverrun) and self.spent > self.limit:
+            raise StageOverrun(self.stage, self.limit) from error  # e.g. the DataLoader's own timeout
+
+    def check(self):
+        if self.spent + time.monotonic() - self.started > self.limit:
+            raise StageOverrun(self.stage, self.limit)
+
+
+def interleaved(runs: dict, deadlines: dict, *, warmup: int, repeats: int, sync, progress) -> dict:
+    """{stage: figures}: each run(check) (which returns how many images it processed) `warmup` times
+    untimed, then `repeats` times timed, one stage after the other in every round, so that a busy
+    spell on a shared machine falls on all stages alike. cpu_per_wall is this process's CPU seconds
+    per second (DataLoader workers are other processes): in a model stage, below the thread count
+    means something else had the cores and the figure is low."""
+    rates, wall, cpu, images = ({k: [] for k in runs}, dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0), {})
+    for round_ in range(warmup + repeats):
+        for stage, run in runs.items():
+            with deadlines[stage] as deadline:
+                t0, c0 = time.perf_counter(), time.process_time()
+                n = run(deadline.check)
+                sync()
+                seconds = time.perf_counter() - t0
+            progress(stage, round_ - warmup, repeats, n / seconds)
+            if round_ >= warmup:
+                rates[stage].append(n / seconds)
+                wall[stage] += seconds
+                cpu[stage] += time.process_time() - c0
+                images[stage] = n
+    return {k: dict(median=statistics.median(r), min=min(r), max=max(r), runs=r, images_per_run=images[k],
+                    cpu_per_wall=cpu[k] / wall[k]) for k, r in rates.items()}
+
+
+def one_pass(loader):
+    """A pipeline stage's run: one epoch of the loader; the batches exist on the device (the caller's
+    sync waits for the last)."""
+    def run(check):
+        count = 0
+        for _, y in loader:
+            count += len(y)
+            check()
+        return count
+    return run
+
+
+def steps(step, batches, n: int):
+    """A model stage's run: n training steps on the next n batches."""
+    def run(check):
+        count = 0
+        for x, y in itertools.islice(batches, n):
+            step(x, y)
+            count += len(y)
+            check()
+        return count
+    return run
+
+
+def forever(loader):
+    """Batches across as many epochs as asked for, each pass over the loader a new epoch, the first one
+    drawn now (so a loader's start-up is not timed). A loader, not a generator: an exhausted one would
+    make this spin for ever."""
+    batches = (batch for _ in itertools.count() for batch in loader)
+    return itertools.chain([next(batches)], batches)
+
+
+def repeat_first(batches):
+    """The model alone: one batch already on the device, again and again (a copy, owned here)."""
+    return itertools.repeat(tuple(t.clone() for t in next(batches)))
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to n for a while (the torch-ops loader's thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

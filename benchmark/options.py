@@ -1,0 +1,75 @@
+"""bench.py's options, declared once: the training options it shares come from training's Config
+(same flag, help and default), the rest are declared here."""
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.cli import Parser, UsageError, add_options, option
+from training.config import Config
+
+CPU_IMAGES = 10_240  # images per pipeline pass on a CPU: 20 batches of 512
+SCALING_BATCHES = (128, 256, 512, 1024, 2048)
+
+
+def training(name: str):
+    """Config's field of that name (default, help, choices): the benchmark trains as train.py does."""
+    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
+@dataclass
+class Options:
+    data_dir: str = option("data", "CIFAR-10 store folder (run train.py once to fetch it)")
+    synthetic: int = option(0, "benchmark on N random uint8 32x32 images instead of CIFAR-10", metavar="N")
+    device: str = training("device")
+    model: str = training("model")
+    batch_size: int = training("batch_size")
+    precision: str = training("precision")
+    channels_last: bool = training("channels_last")
+    compile: bool = training("compile")
+    seed: int = training("seed")
+    images: int = option(0, f"images per pipeline pass (default: all on a GPU, {CPU_IMAGES:,} on a CPU)")
+    workers: int = option(os.cpu_count() or 1, "DataLoader worker processes (default: the number of cores)")
+    repeats: int = option(3, "timed runs of each stage (median, min, max)")
+    warmup: int = option(1, "untimed runs of each pipeline, and untimed training steps before the "
+                            "model stages")
+    model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, 1 on a CPU)")
+    scaling: bool = option(False, "also measure each loader alone against batch size and threads "
+                                  "(several minutes more on a CPU)")
+    scaling_batches: tuple = option(SCALING_BATCHES, "batch sizes for --scaling (default "
+                                    + " ".join(map(str, SCALING_BATCHES)) + ")", nargs="+", type=int)
+    stage_timeout: float = option(600.0, "seconds a stage may take in all; past that it fails, named")
+    json: str = option("bench.json", "where to write every figure")
+    png: str = option("", "where to draw them (default: the --json path with .png)")
+
+    def check(self):
+        problems = [
+            (self.synthetic < 0, f"--synthetic must be >= 0 (got {self.synthetic})"),
+            (self.images < 0, f"--images must be >= 0 (got {self.images})"),
+            (self.workers < 0, f"--workers must be >= 0 (got {self.workers})"),
+            (self.repeats < 1, f"--repeats must be >= 1 (got {self.repeats})"),
+            (self.warmup < 0, f"--warmup must be >= 0 (got {self.warmup})"),
+            (self.model_steps < 0, f"--model-steps must be >= 0 (got {self.model_steps})"),
+            (self.stage_timeout <= 0, f"--stage-timeout must be > 0 (got {self.stage_timeout})"),
+            (min(self.scaling_batches) < 1, "--scaling-batches must all be >= 1"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise UsageError(message)
+        self.png = self.png or str(Path(self.json).with_suffix(".png"))
+        for path in (self.json, self.png):  # found out now, not after minutes of measuring
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot write {path}: {e.strerror}") from None
+
+
+def parse(argv, description: str) -> Options:
+    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    argument_default=argparse.SUPPRESS)
+    add_options(parser, Options)
+    opts = Options(**vars(parser.parse_args(argv)))
+    opts.check()
+    return opts

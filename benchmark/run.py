@@ -1,0 +1,147 @@
+"""One benchmark run, top to bottom: data, the three loaders, the pipeline stages, the model stages,
+(the scaling sweep), the limits; then the JSON, the tables and bench.png. A stage past its deadline
+ends the run with exit code 1 and the JSON of what was measured, the failed stage named in it."""
+import gc
+import os
+import resource
+import sys
+import time
+from functools import partial
+
+import torch
+
+from common import cli, device as devices
+from common.cli import UsageError
+from training import config, rng
+from training.build import precision
+
+from . import limits, loaders, plot, report, scaling, stages
+from .measure import Deadline, StageOverrun
+from .options import CPU_IMAGES, Options
+
+
+def bench(opts: Options):
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    cfg = config.build(dict(model=opts.model, batch_size=opts.batch_size, precision=opts.precision,
+                            channels_last=opts.channels_last, compile=opts.compile, device=opts.device,
+                            seed=opts.seed))
+    device = devices.choose(cfg.device)
+    images, labels, source = loaders.load_images(opts)
+    n = opts.images or (len(labels) if device.type == "cuda" else min(len(labels), CPU_IMAGES))
+    if n > len(labels):
+        raise UsageError(f"--images {n} but the data holds {len(labels)} images")
+    if n < cfg.batch_size:
+        raise UsageError(f"{n} images make no full batch of {cfg.batch_size}: lower --batch-size")
+    rng.seed_everything(cfg.seed)
+    dtype = precision(cfg, device).loader_dtype
+    doc = header(opts, cfg, device, dtype, source, n, len(labels), images.shape[1:])
+    doc["device"]["load_average_start"] = load_start
+    deadline = partial(Deadline, limit=opts.stage_timeout, on_stuck=partial(stuck, doc, opts.json, started))
+    build = partial(build_loader, opts, cfg, device, dtype, images[:n], labels[:n])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    progress = partial(progress_line, started)
+    try:
+        measure_stages(doc, opts, cfg, device, dtype, build, deadline, sync, progress)
+        if opts.scaling:
+            doc["scaling"] = scaling.sweep(build, deadline, batch_sizes=opts.scaling_batches,
+                                           batch_size=cfg.batch_size, images=n, warmup=opts.warmup,
+                                           repeats=opts.repeats, sync=sync, progress=progress)
+            doc["memory"]["host_rss_peak_mb_after"]["scaling"] = report.peak_rss_mb()
+    except StageOverrun as e:
+        doc["failed"] = dict(stage=e.stage, message=str(e))
+        report.write(finish(doc, device, started), opts.json)
+        cli.fail(f"{e}; the figures so far are in {opts.json}", code=1)
+    report.write(finish(doc, device, started), opts.json)
+    plot.draw(doc, opts.png)
+    print(report.tables(doc))
+    print(f"\nfigures: {opts.json}, {opts.png}")
+
+
+def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape) -> dict:
+    """The report before anything is measured: what runs where, on what."""
+    steps = opts.model_steps or (n // cfg.batch_size if device.type == "cuda" else 1)
+    return dict(
+        device={**report.describe_device(device),
+                **limits.hardware(report.describe_device(device)["name"], device.type == "cuda")},
+        versions=report.versions(),
+        config=dict(model=cfg.model, batch_size=cfg.batch_size, precision=cfg.precision,
+                    loader_dtype=str(dtype).removeprefix("torch."), dataloader_dtype="float32",
+                    channels_last=cfg.channels_last, compile=cfg.compile, workers=opts.workers,
+                    torch_threads=torch.get_num_threads(), repeats=opts.repeats, warmup=opts.warmup,
+                    model_steps=steps, seed=cfg.seed, stage_timeout=opts.stage_timeout),
+        data=dict(source=source, synthetic=bool(opts.synthetic), images=n, available=available,
+                  image_shape=list(shape)),
+        results={}, memory=dict(host_rss_peak_mb_after={}), scaling=None, failed=None)
+
+
+def build_loader(opts, cfg, device, dtype, images, labels, name: str, batch_size: int, threads=None):
+    """Loader `name`; threads None: DALI's default threads, --workers DataLoader workers."""
+    if threads is None and name == "dataloader":
+        threads = opts.workers
+    return loaders.build(name, images, labels, batch_size=batch_size, seed=cfg.seed, device=device,
+                         dtype=dtype, channels_last=cfg.channels_last, threads=threads,
+                         timeout=opts.stage_timeout)
+
+
+def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, progress):
+    """The pipeline stages, then the model stages; ratios and limits from their medians."""
+    built = {name: build(name, cfg.batch_size) for name in loaders.NAMES}
+    deadlines = {k: deadline(k) for k in stages.PIPELINES + stages.MODELS}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    results = doc["results"]
+    results.update(stages.pipelines(built, deadlines, warmup=opts.warmup, repeats=opts.repeats, sync=sync,
+                                    progress=progress))
+    doc["memory"]["host_rss_peak_mb_after"]["pipelines"] = report.peak_rss_mb()
+    found, flops = stages.models(built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup,
+                                 repeats=opts.repeats, steps_per_run=doc["config"]["model_steps"],
+                                 compiled=cfg.compile, sync=sync, progress=progress)
+    results.update(found)
+    doc["memory"]["host_rss_peak_mb_after"]["models"] = report.peak_rss_mb()
+    del built
+    gc.collect()  # the DataLoader's workers exit: their peak RSS is counted
+    doc["ratios"] = report.ratios(results)
+    doc["limits"] = limits_of(doc, flops / cfg.batch_size, dtype)
+
+
+def limits_of(doc: dict, flops_per_image: float, dtype) -> dict:
+    """Achieved TFLOP/s of the model stages; bytes per second of the pipelines, counted as the uint8
+    image read plus the output written (each loader's dtype: the DataLoader's is float32)."""
+    pixels = doc["data"]["image_shape"][0] * doc["data"]["image_shape"][1] * 3
+    out_bytes = {"dali": dtype.itemsize, "torch_ops": dtype.itemsize, "dataloader": 4}
+    return dict(
+        flops_per_image=flops_per_image,
+        model=limits.compute(doc["results"], stages.MODELS, flops_per_image, doc["device"]["bf16_peak_tflops"]),
+        pipelines=limits.traffic(doc["results"], {f"pipeline_{k}": pixels * (1 + b) for k, b in out_bytes.items()},
+                                 doc["device"]["memory_gbps"]))
+
+
+def finish(doc: dict, device, started: float) -> dict:
+    memory = doc["memory"]
+    memory.update(host_rss_peak_mb=report.peak_rss_mb(), gpu_max_allocated_mb=None, gpu_device_used_mb=None,
+                  worker_rss_peak_mb=report.peak_rss_mb(resource.RUSAGE_CHILDREN))
+    if device.type == "cuda":  # DALI's buffers live outside PyTorch's allocator: only the device total shows them
+        free, total = torch.cuda.mem_get_info()
+        memory.update(gpu_max_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
+                      gpu_device_used_mb=(total - free) / 2**20)
+    doc["device"]["load_average_end"] = os.getloadavg()[0]
+    doc["seconds"] = time.perf_counter() - started
+    return doc
+
+
+def progress_line(started: float, stage: str, index: int, repeats: int, rate):
+    """One line on stderr per run of a stage, as it goes."""
+    what = "warm-up" if index < 0 else f"run {index + 1}/{repeats}"
+    figure = "" if rate is None else f"{rate:>12,.0f} img/s"
+    print(f"[{time.perf_counter() - started:6.1f} s] {stage:<32} {what:<9}{figure}", file=sys.stderr, flush=True)
+
+
+def stuck(doc: dict, path, started: float, stage: str, message: str):
+    """The watchdog's way out when a stage hangs inside one call: record it, say so, end the process."""
+    doc["failed"] = dict(stage=stage, message=message)
+    doc["seconds"] = time.perf_counter() - started
+    report.write(doc, path)
+    try:
+        cli.fail(f"{message}; the figures so far are in {path}", code=1)
+    finally:
+        os._exit(1)  # sys.exit in this thread would end only the thread; the main one is stuck

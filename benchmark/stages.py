@@ -1,0 +1,61 @@
+"""The stages: each loader alone (pipeline_*), the training step alone on a batch already on the device
+(model_only, the ceiling), and the training step fed by each loader (e2e_*)."""
+from typing import NamedTuple
+
+import torch
+
+from training.build import build_model, build_optimizer, precision
+from training.step import train_step
+
+from . import limits
+from .loaders import NAMES
+from .measure import forever, interleaved, one_pass, repeat_first, steps
+
+LABELS = {**{f"pipeline_{k}": f"pipeline  {v}" for k, v in NAMES.items()},
+          "model_only": "model only (train_step)",
+          **{f"e2e_{k}": f"end-to-end  {v}" for k, v in NAMES.items()}}
+PIPELINES = [f"pipeline_{k}" for k in NAMES]
+MODELS = ["model_only"] + [f"e2e_{k}" for k in NAMES]
+
+
+class Trainer(NamedTuple):
+    step: object        # (x, y) -> None: one training step, compiled when the config says so
+    eager_step: object  # the same on the uncompiled model, for the FLOP counter
+
+
+def trainer(cfg, device) -> Trainer:
+    """training.step.train_step with the model, optimizer, autocast and scaler set up as training does."""
+    model = build_model(cfg, 10, device)
+    optimizer = build_optimizer(cfg, model, device)
+    amp, scaler, _ = precision(cfg, device)
+    compiled = torch.compile(model) if cfg.compile else model
+
+    def on(net):
+        return lambda x, y: train_step(net, optimizer, scaler, amp, x, y, cfg.label_smoothing)
+    return Trainer(on(compiled), on(model))
+
+
+def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, sync, progress) -> dict:
+    """Each loader alone: passes of one epoch, interleaved."""
+    runs = {f"pipeline_{name}": one_pass(loader) for name, loader in loaders.items()}
+    return interleaved(runs, deadlines, warmup=warmup, repeats=repeats, sync=sync, progress=progress)
+
+
+def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repeats: int, steps_per_run: int,
+           compiled: bool, sync, progress) -> tuple:
+    """(results, FLOPs per training step): the model alone and fed by each loader, interleaved. The
+    warm-up is shared (one model): the first untimed step runs under the FLOP counter, uncompiled (with
+    --compile the compiled model's warm-up steps follow)."""
+    streams = {name: forever(loader) for name, loader in loaders.items()}  # each stream's first batch drawn
+    alone = repeat_first(streams["dali"])
+    x, y = next(alone)
+    with deadlines["model_only"] as deadline:
+        flops = limits.step_flops(train.eager_step, x, y)
+        for _ in range(warmup - (0 if compiled else 1)):
+            train.step(x, y)
+            deadline.check()
+        sync()
+    progress("model_only", -1, repeats, None)
+    runs = {"model_only": steps(train.step, alone, steps_per_run),
+            **{f"e2e_{name}": steps(train.step, stream, steps_per_run) for name, stream in streams.items()}}
+    return interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress), flops
