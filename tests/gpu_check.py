@@ -237,7 +237,8 @@ class Check:
         if not self.smoke:
             return ["--data-dir", self.data_for(step)]
         data = ["--data-dir", self.data_for(step)] if step in self.missing_data else ["--synthetic", "48"]
-        return [*data, "--batch-size", "16", "--repeats", "1", "--model-steps", "1", "--workers", "1"]
+        return [*data, "--batch-size", "16", "--repeats", "1", "--warmup", "0", "--model-steps", "1",
+                "--workers", "0"]
 
 
 # What the environment step records (printed as one JSON line).
@@ -375,9 +376,13 @@ def read_metrics(path: Path) -> list:
 def step_bench(check: Check, step: Step):
     report = check.out / "bench.json"
     report.unlink(missing_ok=True)
-    step.run([check.python, "bench.py", "--device", check.device, *check.bench_sizes("bench"),
-              "--json", report])
-    step.figures["bench"] = json.loads(report.read_text())
+    proc = step.start([check.python, "bench.py", "--device", check.device, *check.bench_sizes("bench"),
+                       "--json", report])
+    step.wait(proc)
+    if report.exists():  # also after a failed stage: bench.py writes the figures it has
+        step.figures["bench"] = json.loads(report.read_text())
+    if proc.returncode != 0:
+        raise StepFailed(f"{step.last} exited {proc.returncode}: {step.last_line()}")
 
 
 def step_full(check: Check, step: Step):
