@@ -471,7 +471,11 @@ def table(results: dict) -> str:
     rows = [["step", "mode", "status", "seconds", "figures"]]
     for name in (s for s in STEPS if s in results["steps"]):
         r = results["steps"][name]
-        rows.append([name, r["mode"], r["status"], f"{r['seconds']:.1f}", key_figures(name, r)])
+        try:
+            figures = key_figures(name, r)
+        except (KeyError, TypeError, ValueError) as e:  # a script's output changed: the JSON still has it
+            figures = f"in the JSON (no summary: {type(e).__name__} {e})"
+        rows.append([name, r["mode"], r["status"], f"{r['seconds']:.1f}", figures])
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
                                 row[3].rjust(widths[3]), row[4]]) for row in rows)

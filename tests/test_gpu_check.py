@@ -148,6 +148,11 @@ def test_sigterm_kills_the_running_step_saves_it_and_stops(tmp_path):
     assert short["commands"][-1]["exit"] == -9  # train.py killed with it, not left running
 
 
+def test_table_survives_figures_it_cannot_summarise():
+    results = {"steps": {"bench": {"mode": "gpu", "status": "ok", "seconds": 1.0, "figures": {"bench": {}}}}}
+    assert gpu_check.table(results).splitlines()[1].endswith("in the JSON (no summary: KeyError 'results')")
+
+
 def test_junit_counts():
     xml = """<testsuites><testsuite name="pytest" tests="4">
       <testcase classname="tests.test_gpu" name="test_a"/>
