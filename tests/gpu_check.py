@@ -89,7 +89,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse(argv) -> argparse.Namespace:
-    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # the recipe too
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (no GPU needed)")
     p.add_argument("--data-dir", type=Path, help="CIFAR-10 (cifar-10-batches-py/ or the store); "
                    "default ./data, with --smoke a tiny synthetic set written under --out")
