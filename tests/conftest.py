@@ -1,15 +1,32 @@
-"""Shared fixtures: a small synthetic CIFAR-10 written in the real `cifar-10-batches-py` pickle format."""
+"""Shared fixtures: a small synthetic CIFAR-10 written in the real `cifar-10-batches-py` pickle format,
+one tiny trained run that every module needing a checkpoint shares, and helpers for running the
+scripts in-process (where the shell boundary is not what is tested) or as a subprocess."""
+import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# One intra-op thread here and in every child process: tiny batches gain nothing from a second thread,
+# and on a busy 2-core machine two threads wait on each other (~6x slower). It also keeps runs made
+# in-process and in a subprocess bit-identical.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
+SUBPROCESS_LIMIT = 900  # seconds: only a hung child ever gets near it, however busy the machine
+# The shared run: bf16 autocast and channels-last as by default, 3 epochs of 4 steps (128 images in
+# batches of 32), 120 test images; it gets about half of the tinted test images right.
+TRAINED = ["--device", "cpu", "--precision", "bf16", "--epochs", "3", "--batch-size", "32",
+           "--limit-train", "128", "--limit-test", "120", "--lr", "0.02", "--ema", "0"]
 
 
 def write_cifar(root: Path, per_batch=100, n_test=1000, seed=0) -> Path:
@@ -37,12 +54,61 @@ def write_cifar(root: Path, per_batch=100, n_test=1000, seed=0) -> Path:
     return root
 
 
+def need_archive():
+    """The real CIFAR-10 JPEGs beside the checkout: skipped where they are absent, but a failure in
+    CI (CI=true), which keeps shared/ beside the clone: there, absence means something broke."""
+    if ARCHIVE.exists():
+        return
+    message = f"{ARCHIVE} not found (the real CIFAR-10 JPEGs; CI keeps shared/ beside the clone)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_script(script: str, *args, check=True, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
+    """python SCRIPT ARGS in a child process, for what only a shell sees: exit codes, signals."""
+    command = [sys.executable, str(ROOT / script), *map(str, args)]
+    try:
+        proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_LIMIT,
+                              env=env)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{' '.join(command)} still ran after {SUBPROCESS_LIMIT} s; its last "
+                             f"output: {(e.stderr or b'')[-2000:]!r}") from None
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def fails(main, argv, capsys) -> str:
+    """Run an entry point's main in-process as its __main__ does; returns the one `error:` line of a user
+    mistake (the last on stderr, after any notes), checking the exit code 2 and that there is no traceback."""
+    from common import cli
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: main([str(a) for a in argv]))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("error: ") and err.count("error: ") == 1, err
+    assert "Traceback" not in err and not any(line.startswith(" ") for line in lines), err
+    return lines[-1] + "\n"
+
+
 @pytest.fixture
 def cifar_dir(tmp_path):
     return write_cifar(tmp_path / "data")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-    """One synthetic CIFAR-10 shared by the runs of a test module."""
-    return write_cifar(tmp_path_factory.mktemp("cifar") / "data")
+    """One synthetic CIFAR-10 (500 training, 200 test images) for the whole session."""
+    return write_cifar(tmp_path_factory.mktemp("cifar") / "data", n_test=200)
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_dir, tmp_path_factory):
+    """The run directory of one tiny real training run (TRAINED), made in-process once per session
+    and shared by every test that only needs a checkpoint. Tests must not write into it."""
+    import train
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train.main(["--data-dir", str(data_dir), "--out", str(out), *TRAINED])
+    return out

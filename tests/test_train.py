@@ -1,6 +1,8 @@
-"""train.py: optimizers, schedules, the LR range test, runs, exact resume, and user mistakes."""
+"""train.py and the training package: config, optimizers, schedules, the recipe's options, the LR range
+test, runs, exact resume, divergence, and user mistakes."""
 import csv
 import hashlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,33 +14,18 @@ import torch
 
 import nets
 import train
-from common import cli
 from nets import checkpoint
-from training import config, lr_finder
-from training.build import build_optimizer, build_scheduler
+from tests.conftest import ROOT, TRAINED, fails, run_script
+from training import config, loop, lr_finder
+from training.build import build_optimizer, build_scheduler, parameter_groups
 from training.data import split
-from training.step import train_step
-from tests.conftest import ROOT
+from training.ema import EMA
+from training.guard import nonfinite
+from training.step import GradientNoise, logits_of, train_step
 
-# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32 for exactness.
+# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32.
 TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "32", "--limit-train", "96",
-        "--limit-test", "40"]
-
-
-def run(*args, check=True, **kw):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, **kw)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def reference(data_dir, tmp_path_factory):
-    """An uninterrupted 3-epoch run: what interrupted-and-resumed runs must reproduce exactly."""
-    out = tmp_path_factory.mktemp("ref") / "run"
-    proc = run("--data-dir", data_dir, "--out", out, "--epochs", 3, *TINY)
-    return out, proc
+        "--limit-test", "40", "--ema", "0"]
 
 
 def weights(path):
@@ -46,8 +33,35 @@ def weights(path):
 
 
 def same_history(a, b):
-    keys = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_count")
-    return [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+    keys = ("epoch", "lr", "batch_size", "train_loss", "train_acc", "test_loss", "test_acc", "test_count")
+    return [{k: r.get(k) for k in keys} for r in a] == [{k: r.get(k) for k in keys} for r in b]
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_lr_follows_the_batch_unless_given_and_precision_follows_the_cpu(monkeypatch):
+    assert config.build({"batch_size": 128}).lr == pytest.approx(0.2 * 128 / 512)
+    assert config.build({"batch_size": 128, "optimizer": "adamw"}).lr == pytest.approx(2e-3 / 4)
+    assert config.build({"batch_size": 128, "lr": 0.3}).lr == 0.3
+    monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun: the global batch is 4 x 128
+    assert config.build({"batch_size": 128}).lr == pytest.approx(0.2)
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(config.devices, "cpu_has_native_bf16", lambda: native)
+        assert config.build({"device": "cpu"}).precision == expected
+        assert config.build({"device": "cpu", "precision": "fp16"}).precision == "fp16"
+
+
+def test_help_shows_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--ema EMA", "--tta, --no-tta", "--grad-noise", "--batch-ramp", "--zero-init-residual",
+                 "--norm-bias-decay", "--label-smoothing"):
+        assert flag in text
+    assert "label smoothing (default 0.1)" in text and "(default 20)" in text
 
 
 # ------------------------------------------------------------------------------ optimizers, schedules
@@ -56,19 +70,42 @@ def tiny_batch():
     return torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
 
 
+def fp32_step_parts():
+    return torch.amp.GradScaler("cpu", enabled=False), torch.autocast("cpu", enabled=False)
+
+
 @pytest.mark.parametrize("optimizer", config.OPTIMIZERS)
 def test_every_optimizer_trains_and_changes_weights(optimizer):
-    cfg = config.build({"optimizer": optimizer, "momentum": 0.0 if optimizer == "sgd" else 0.9}, None)
+    cfg = config.build({"optimizer": optimizer, "momentum": 0.0 if optimizer == "sgd" else 0.9,
+                        "zero_init_residual": False})
     model = nets.create("resnet18")
     before = [p.detach().clone() for p in model.parameters()]
     opt = build_optimizer(cfg, model, torch.device("cpu"))
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    amp = torch.autocast("cpu", enabled=False)
+    scaler, amp = fp32_step_parts()
     x, y = tiny_batch()
     losses = [float(train_step(model, opt, scaler, amp, x, y)[0]) for _ in range(2)]
     assert all(np.isfinite(losses))
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert opt.param_groups[0]["lr"] == config.DEFAULT_LR[optimizer]
+
+
+def test_batchnorm_and_biases_are_not_decayed_unless_asked():
+    model = nets.create("resnet18")
+    decayed, free = parameter_groups(config.build({}), model)
+    assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights
+    assert len(free["params"]) == sum(1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)) * 2 + 1
+    everything = parameter_groups(config.build({"norm_bias_decay": True}), model)
+    assert len(everything[0]["params"]) == len(list(model.parameters())) and not everything[1]["params"]
+
+
+def test_zero_init_residual_starts_each_block_as_its_shortcut():
+    model = nets.create("resnet18", zero_init_residual=True)
+    blocks = [m for m in model.modules() if isinstance(m, nets.resnet.BasicBlock)]
+    assert len(blocks) == 8 and all(not b.bn2.weight.any() for b in blocks)
+    assert all(b.bn1.weight.eq(1).all() for b in blocks)
+    assert all(b.bn2.weight.eq(1).all() for b in nets.create("resnet18").modules()
+               if isinstance(b, nets.resnet.BasicBlock))
 
 
 def lrs_of(cfg, metric_per_epoch, steps=10):
@@ -88,7 +125,7 @@ def lrs_of(cfg, metric_per_epoch, steps=10):
 
 
 def test_onecycle_peaks_at_max_lr():
-    cfg = config.build({"lr": 0.3, "epochs": 4}, None)
+    cfg = config.build({"lr": 0.3, "epochs": 4})
     lrs = lrs_of(cfg, None)
     assert max(lrs) == pytest.approx(0.3)
     assert lrs[0] < 0.3 / 10 and lrs[-1] < 0.3 / 1000  # warm-up from low, anneal to near zero
@@ -96,7 +133,7 @@ def test_onecycle_peaks_at_max_lr():
 
 
 def test_none_scheduler_keeps_lr():
-    cfg = config.build({"lr": 0.05, "epochs": 2, "scheduler": "none"}, None)
+    cfg = config.build({"lr": 0.05, "epochs": 2, "scheduler": "none"})
     assert set(lrs_of(cfg, None)) == {0.05}
 
 
@@ -104,123 +141,279 @@ def test_plateau_reduces_after_patience_and_rel_differs_from_abs():
     # The loss falls 0.0004 an epoch: progress for abs (1e-4), too little for rel (1e-3 x ~1.0).
     losses = [1.0 - 0.0004 * e for e in range(6)]
     base = {"lr": 0.1, "epochs": 6, "scheduler": "plateau", "plateau_patience": 1,
-            "plateau_factor": 0.5}
-    rel = lrs_of(config.build({**base, "plateau_threshold": 1e-3,
-                                     "plateau_threshold_mode": "rel"}, None), losses, steps=1)
-    absolute = lrs_of(config.build({**base, "plateau_threshold": 1e-4,
-                                          "plateau_threshold_mode": "abs"}, None), losses, steps=1)
+            "plateau_factor": 0.5, "val_split": 0.1}
+    rel = lrs_of(config.build({**base, "plateau_threshold": 1e-3, "plateau_threshold_mode": "rel"}),
+                 losses, steps=1)
+    absolute = lrs_of(config.build({**base, "plateau_threshold": 1e-4, "plateau_threshold_mode": "abs"}),
+                      losses, steps=1)
     # rel: epochs 1-2 are "flat" (> patience 1) -> halved for epoch 3; 0.9988 < 0.999 then counts.
     assert rel == [0.1, 0.1, 0.1, 0.05, 0.05, 0.05]
     assert absolute == [0.1] * 6
+
+
+def test_batch_ramp_grows_the_batch_where_plateau_would_cut_until_the_cap():
+    cfg = config.build({"lr": 0.1, "scheduler": "plateau", "val_split": 0.1, "plateau_patience": 0,
+                        "plateau_factor": 0.5, "batch_ramp": True, "batch_size": 16, "max_batch_size": 64})
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
+    run = loop.Run(model, opt, None, None, 16, scheduler=build_scheduler(cfg, opt, 1))
+    seen = []
+    for val_loss in (1.0, 1.0, 1.0, 1.0, 1.0):  # no improvement: a cut every epoch after the first
+        loop.ramp_or_cut(run, cfg, val_loss, train_images=1000, world=1)
+        seen.append((run.batch_size, opt.param_groups[0]["lr"]))
+    assert seen == [(16, 0.1), (32, 0.1), (64, 0.1), (64, 0.05), (64, 0.025)]  # cap 64: then the LR falls
+    small = loop.Run(model, opt, None, None, 16, scheduler=build_scheduler(cfg, opt, 1))
+    small.scheduler.step(1.0)
+    loop.ramp_or_cut(small, cfg, 1.0, train_images=20, world=1)  # 32 would make no full batch of 20
+    assert small.batch_size == 16
 
 
 def test_validation_split_is_deterministic_and_disjoint():
     n = 500
     data = type("D", (), {"train": (np.arange(n)[:, None], np.arange(n)),
                           "test": (np.zeros((10, 1)), np.zeros(10))})
-    cfg = config.build({"val_split": 0.2, "seed": 5}, None)
+    cfg = config.build({"val_split": 0.2, "seed": 5})
     a, b = split(cfg, data), split(cfg, data)
     assert np.array_equal(a["val"][1], b["val"][1]) and len(a["val"][1]) == 100
     assert set(a["val"][1]).isdisjoint(a["train"][1]) and len(a["train"][1]) == 400
-    other = split(config.build({"val_split": 0.2, "seed": 6}, None), data)
+    other = split(config.build({"val_split": 0.2, "seed": 6}), data)
     assert not np.array_equal(a["val"][1], other["val"][1])
     assert len(a["test"][1]) == 10  # test stays test
 
 
-def test_range_test_finds_a_finite_lr_in_range_and_restores_weights():
-    # Least squares: the loss falls while lr < 2 / (largest curvature), then explodes.
+# ---------------------------------------------------------------------------- EMA, TTA, gradient noise
+def test_ema_is_the_analytic_average_of_the_weights_after_k_steps():
+    torch.manual_seed(0)
+    model = nets.create("resnet18", num_classes=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ema = EMA(model, decay=0.9)
+    expected = {k: v.clone().double() for k, v in model.state_dict().items()}
+    scaler, amp = fp32_step_parts()
+    x, y = tiny_batch()
+    for _ in range(3):
+        train_step(model, opt, scaler, amp, x, y % 3)
+        ema.update()
+        for k, v in model.state_dict().items():
+            expected[k] = 0.9 * expected[k] + 0.1 * v.double() if v.is_floating_point() else v.double()
+    got = ema.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-6)
+    raw = model.state_dict()
+    assert not torch.equal(got["fc.weight"], raw["fc.weight"])  # the average lags the weights
+    assert torch.equal(got["stem.1.num_batches_tracked"], raw["stem.1.num_batches_tracked"])
+
+
+def test_tta_averages_the_logits_of_the_image_and_its_mirror():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    x = torch.randn(2, 3, 4, 4)
+    expected = (model(x) + model(torch.flip(x, dims=[3]))) / 2
+    torch.testing.assert_close(logits_of(model, x, tta=True), expected)
+    torch.testing.assert_close(logits_of(model, x, tta=False), model(x))
+    assert not torch.allclose(expected, model(x))
+
+
+def test_gradient_noise_variance_decays_as_specified_and_is_seeded_by_step():
+    param = torch.nn.Parameter(torch.zeros(400_000))
+    noise = GradientNoise([param], eta=0.3, seed=1, device="cpu")
+    draws = []
+    for step in range(3):
+        param.grad = torch.zeros_like(param)
+        noise.add()
+        draws.append(param.grad.clone())
+        assert param.grad.var().item() == pytest.approx(0.3 / (1 + step) ** 0.55, rel=0.02)
+        assert abs(param.grad.mean().item()) < 0.01
+    again = GradientNoise([param], eta=0.3, seed=1, device="cpu", step=2)  # as after --resume at step 2
+    param.grad = torch.zeros_like(param)
+    again.add()
+    assert torch.equal(param.grad, draws[2]) and not torch.equal(draws[1] / noise.std(1), draws[2] / noise.std(2))
+
+
+# ------------------------------------------------------------------------------------ LR range test
+def test_suggestion_is_the_steepest_descent_of_a_known_curve():
+    lrs = np.logspace(-6, 1, 200)
+    centre = 10 ** -2.5  # the loss falls fastest (against log lr) here: a sigmoid step in log lr
+    losses = 2.3 - 2.0 / (1 + np.exp(-3 * (np.log10(lrs) - np.log10(centre))))
+    suggestion = lr_finder.steepest_descent(list(lrs), list(losses))
+    assert abs(np.log10(suggestion) - np.log10(centre)) <= np.log10(lrs[1] / lrs[0]) + 1e-9
+    shifted = lr_finder.steepest_descent(list(lrs), list(2.3 - 2.0 / (1 + np.exp(-3 * (np.log10(lrs) + 1)))))
+    assert shifted == pytest.approx(0.1, rel=0.1)
+
+
+def test_range_test_stops_when_the_loss_explodes_and_restores_model_optimizer_scaler():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=g)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(64, generator=g)
     model = torch.nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)  # grows every step
     before = [p.detach().clone() for p in model.parameters()]
+    scaler_before = scaler.state_dict()
 
     def step(xb, yb):
         loss = ((model(xb).squeeze(1) - yb) ** 2).mean()
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         return loss.detach()
 
-    result = lr_finder.range_test(step, opt, iter(lambda: (x, y), None), (model, opt), steps=100)
-    assert len(result.lrs) < 100, "the loss explodes before the end of the sweep and it stops"
-    assert 0.01 < result.suggestion < 2, "steepest descent lies where SGD converges fast"
+    result = lr_finder.range_test(step, opt, iter(lambda: (x, y), None), (model, opt, scaler), steps=100)
+    assert 10 < len(result.lrs) < 100, "the loss explodes before the end of the sweep and it stops"
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert opt.param_groups[0]["lr"] == 0.1
+    assert opt.param_groups[0]["lr"] == 0.1 and not opt.state  # no momentum left behind
+    assert scaler.state_dict() == scaler_before and scaler.get_scale() == 2.0 ** 10
 
 
 # ---------------------------------------------------------------------------------------- runs
-def test_two_epoch_run_writes_checkpoints_metrics_events(data_dir, tmp_path):
+def test_two_epoch_run_with_validation_writes_checkpoints_metrics_events(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = run("--data-dir", data_dir, "--out", out, "--epochs", 2, "--val-split", 0.1, *TINY)
-    lines = proc.stdout.splitlines()
+    train.main(["--data-dir", str(data_dir), "--out", str(out), "--epochs", "2", "--val-split", "0.1",
+                *TINY, "--ema", "0.9"])
+    lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "val", "loss",
-                                "val", "acc", "test", "loss", "test", "acc", "img/s", "sec"]
+                                "val", "acc", "test", "loss", "test", "acc", "EMA", "acc", "img/s", "sec"]
     assert [line.split()[0] for line in lines[2:4]] == ["1", "2"]
     assert len({len(line) for line in lines[1:4]}) == 1, "rows are aligned with the header"
-    assert lines[-1].startswith("done: best test acc")
+    assert lines[-1].startswith("done: final test acc ") and "best val acc" in lines[-1]
     state = checkpoint.load(out / "last.pt")
     assert state["epoch"] == 2 and state["step"] == 0 and len(state["history"]) == 2
     assert [r["test_count"] for r in state["history"]] == [40, 40]  # every test image exactly once
+    assert [r["val_count"] for r in state["history"]] == [50, 50]  # 10 % of the 500 training images
     assert state["classes"][0] == "airplane" and state["config"]["model"] == "resnet18"
-    assert (out / "best.pt").exists()
+    assert len(state["lr_steps"]) == 2 * 3 and state["batch_size"] == 32
+    assert not same_weights(state["ema"], state["model"]) and "ema_test_acc" in state["history"][0]
+    best = checkpoint.load(out / "best.pt")
+    assert best["history"][-1]["val_acc"] == max(r["val_acc"] for r in state["history"])
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_acc" in rows[0]
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_acc" in rows[0] and "ema_test_acc" in rows[0]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    # The file loads with weights_only=True: plain types and tensors only.
-    torch.load(out / "last.pt", weights_only=True)
+    torch.load(out / "last.pt", weights_only=True)  # plain types and tensors only
 
 
-def test_find_lr_writes_plot_and_suggestion(data_dir, tmp_path):
+def test_without_a_validation_split_no_best_checkpoint_is_chosen(trained_run):
+    assert sorted(p.name for p in trained_run.iterdir()) == ["config.json", "last.pt", "metrics.csv",
+                                                             "tensorboard"]
+    assert checkpoint.load(trained_run / "last.pt")["best_val_acc"] is None
+
+
+def test_find_lr_writes_plot_and_suggestion(data_dir, tmp_path, capsys):
     out = tmp_path / "lr"
-    proc = run("--data-dir", data_dir, "--out", out, "--find-lr", "--find-lr-steps", 12, *TINY,
-               "--batch-size", 8)
+    train.main(["--data-dir", str(data_dir), "--out", str(out), "--find-lr", "--find-lr-steps", "12",
+                *TINY, "--batch-size", "8"])
+    text = capsys.readouterr().out
     assert (out / "lr_find.png").stat().st_size > 10_000
-    suggestion = float(proc.stdout.split("suggested max LR ")[1].split()[0])
+    suggestion = float(text.split("suggested max LR ")[1].split()[0])
     assert 1e-6 <= suggestion <= 10
     assert not (out / "last.pt").exists(), "the range test does not train a run"
 
 
-def test_kill_9_during_epoch_2_then_resume_is_exact(data_dir, reference, tmp_path):
-    ref_out, _ = reference
+def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path, monkeypatch):
+    # threshold 0.99 (rel): no epoch improves enough, patience 0: every epoch's cut becomes a ramp.
+    args = ["--data-dir", str(data_dir), *TINY, "--batch-size", "16", "--epochs", "3", "--scheduler",
+            "plateau", "--val-split", "0.1", "--plateau-patience", "0", "--plateau-factor", "0.5",
+            "--plateau-threshold", "0.99", "--batch-ramp", "--lr", "0.05"]
+    snapshot = tmp_path / "after-epoch-2"
+    save = loop.save
+
+    def save_and_keep_epoch_2(run, cfg, data, best=False):
+        save(run, cfg, data, best)
+        if run.epoch == 2 and not snapshot.exists():
+            snapshot.mkdir()
+            shutil.copy(tmp_path / "ref" / "last.pt", snapshot / "last.pt")
+
+    monkeypatch.setattr(loop, "save", save_and_keep_epoch_2)
+    train.main([*args, "--out", str(tmp_path / "ref")])
+    monkeypatch.setattr(loop, "save", save)
+    ref = checkpoint.load(tmp_path / "ref" / "last.pt")
+    # Epoch 1 sets the plateau's best; epochs 2 and 3 each double the batch for the next.
+    assert [r["batch_size"] for r in ref["history"]] == [16, 16, 32] and ref["batch_size"] == 64
+    assert {r["lr"] for r in ref["history"]} == {0.05}  # the LR was never cut
+    assert len(ref["lr_steps"]) == 2 * (96 // 16) + 96 // 32
+    train.main(["--resume", str(snapshot / "last.pt")])  # epoch 3 again, at batch 32
+    got = checkpoint.load(snapshot / "last.pt")
+    assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
+
+
+def wait_for_epoch_1(proc, out):
+    """Until the first epoch's row is in metrics.csv (its checkpoint is written just before)."""
+    while proc.poll() is None:
+        if (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) >= 2:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"train.py exited ({proc.returncode}) before finishing epoch 1")
+
+
+def start_training(data_dir, out, **kw):
+    return subprocess.Popen([sys.executable, "train.py", "--data-dir", str(data_dir), "--out", str(out),
+                             *TRAINED], cwd=ROOT, **kw)
+
+
+def test_kill_9_during_epoch_2_then_resume_is_exact(data_dir, trained_run, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "train.py", "--data-dir", str(data_dir), "--out",
-                             str(out), "--epochs", "3", *TINY], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "metrics.csv").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside epoch 2
+    proc = start_training(data_dir, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_epoch_1(proc, out)
     proc.kill()
     proc.wait()
     assert checkpoint.load(out / "last.pt")["epoch"] == 1
-    run("--resume", out / "last.pt")
-    ref, got = checkpoint.load(ref_out / "last.pt"), checkpoint.load(out / "last.pt")
-    assert same_history(ref["history"], got["history"])
-    assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
+    run_script("train.py", "--resume", out / "last.pt")
+    ref, got = checkpoint.load(trained_run / "last.pt"), checkpoint.load(out / "last.pt")
+    assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
 
 
-def test_sigterm_mid_epoch_saves_and_resume_is_exact(data_dir, reference, tmp_path):
-    ref_out, _ = reference
+def test_sigterm_mid_epoch_saves_and_resume_is_exact(data_dir, trained_run, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "train.py", "--data-dir", str(data_dir), "--out",
-                             str(out), "--epochs", "3", *TINY], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "metrics.csv").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
+    proc = start_training(data_dir, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch_1(proc, out)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-2000:]
     state = checkpoint.load(out / "last.pt")
     assert "resume with --resume" in stdout
     assert (state["epoch"], state["partial"] is not None) in {(1, True), (2, False)}
-    run("--resume", out / "last.pt")
-    ref, got = checkpoint.load(ref_out / "last.pt"), checkpoint.load(out / "last.pt")
-    assert same_history(ref["history"], got["history"])
-    assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
+    run_script("train.py", "--resume", out / "last.pt")
+    ref, got = checkpoint.load(trained_run / "last.pt"), checkpoint.load(out / "last.pt")
+    assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
+
+
+# --------------------------------------------------------------------------------------- divergence
+def poisoned(how):
+    """A build_model that plants a non-finite value the run must catch, whatever the CPU's rounding."""
+    build = loop.build_model
+
+    def build_model(cfg, num_classes, device):
+        model = build(cfg, num_classes, device)
+        with torch.no_grad():
+            if how == "weight":
+                model.stem[0].weight[0, 0, 0, 0] = float("nan")  # the first loss is nan
+            elif how == "running_var":
+                model.layer4[1].bn2.running_var.fill_(-1e30)  # train uses batch stats; eval sqrt(< 0)
+            else:
+                model.layer4[1].bn2.running_mean.fill_(float("inf"))  # a buffer, never a loss
+        return model
+    return build_model
+
+
+@pytest.mark.parametrize("how, says", [
+    ("weight", "the training loss became non-finite at epoch 1, step 1: lower --lr"),
+    ("running_var", "the test loss is non-finite after epoch 1 though every weight is finite"),
+    ("running_mean", "layer4.1.bn2.running_mean became non-finite in epoch 1"),
+])
+def test_a_non_finite_value_stops_the_run_before_any_checkpoint(data_dir, tmp_path, capsys,
+                                                                 monkeypatch, how, says):
+    monkeypatch.setattr(loop, "build_model", poisoned(how))
+    out = tmp_path / "run"
+    err = fails(train.main, ["--data-dir", data_dir, "--out", out, *TINY, "--epochs", "2"], capsys)
+    assert says in err and "no checkpoint written" in err
+    assert not (out / "last.pt").exists()
+
+
+def test_nonfinite_names_parameters_and_float_buffers():
+    model = nets.create("resnet18")
+    assert nonfinite(model) == []
+    with torch.no_grad():
+        model.fc.bias[3] = float("inf")
+        model.layer1[0].bn1.running_var[0] = float("nan")
+    assert nonfinite(model) == ["fc.bias", "layer1.0.bn1.running_var"]
 
 
 # ---------------------------------------------------------------------------------- user mistakes
@@ -235,46 +428,36 @@ def digest(path):
     (["--model", "resnet50"], "invalid choice"),
     (["--optimizer", "lamb"], "invalid choice"),
     (["--lr", "fast"], "expected a number or 'auto'"),
+    (["--ema", "1"], "--ema is a decay in [0, 1)"),
+    (["--scheduler", "plateau"], "--scheduler plateau steps on a validation loss"),
+    (["--batch-ramp"], "--batch-ramp replaces the LR cuts of --scheduler plateau"),
     (["--resume", "missing.pt"], "does not exist"),
     (["--resume", "NOTCKPT"], "not a readable checkpoint"),
     (["--resume", "LAST", "--model", "resnet34"], "differs from the checkpoint's resnet18"),
     ([], "already holds a run"),
 ])
-def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(reference, tmp_path, capsys,
+def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(trained_run, tmp_path, capsys,
                                                                  args, words):
-    ref_out, _ = reference
-    before = digest(ref_out / "last.pt")
+    before = digest(trained_run / "last.pt")
     (tmp_path / "notckpt.pt").write_text("hello")
-    args = [str(ref_out / "last.pt") if a == "LAST" else str(tmp_path / "notckpt.pt") if a == "NOTCKPT"
+    args = [trained_run / "last.pt" if a == "LAST" else tmp_path / "notckpt.pt" if a == "NOTCKPT"
             else a for a in args]
-    with pytest.raises(SystemExit) as exit_:  # in-process: these fail before any data is read
-        cli.run(lambda: train.main(["--data-dir", str(tmp_path / "nodata"), "--out", str(ref_out),
-                                    *TINY, *args]))
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
-    assert err.count("\n") == 1 and err.startswith("error: ") and words in err
-    assert digest(ref_out / "last.pt") == before
+    err = fails(train.main, ["--data-dir", tmp_path / "nodata", "--out", trained_run, "--device", "cpu", *args],
+                capsys)
+    assert words in err
+    assert digest(trained_run / "last.pt") == before
 
 
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):
-    proc = run("--out", tmp_path / "run", "--epochs", "-3", check=False)
+    proc = run_script("train.py", "--out", tmp_path / "run", "--epochs", "-3", check=False)
     assert proc.returncode == 2 and proc.stderr == "error: --epochs must be > 0 (got -3)\n"
     assert not (tmp_path / "run").exists()
 
 
-def test_missing_dataset_without_network_is_a_clear_error(tmp_path):
+def test_missing_dataset_without_network_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # nothing listens there: no download
     out = tmp_path / "run"
-    proc = run("--data-dir", tmp_path / "empty", "--out", out, *TINY, check=False,
-               env={"PATH": "", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "CIFAR-10 not found" in proc.stderr and "cifar-10-python.tar.gz" in proc.stderr
+    err = fails(train.main, ["--data-dir", tmp_path / "empty", "--out", out, *TINY], capsys)
+    assert "CIFAR-10 not found" in err and "cifar-10-python.tar.gz" in err
     assert not out.exists(), "nothing is written before the data is there"
-
-
-def test_exploding_loss_stops_with_epoch_and_step(data_dir, tmp_path):
-    out = tmp_path / "run"
-    proc = run("--data-dir", data_dir, "--out", out, "--epochs", 1, "--lr", "1e12", "--scheduler",
-               "none", *TINY, "--limit-train", 64, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "non-finite at epoch 1, step" in proc.stderr and "lower --lr" in proc.stderr
-    assert not (out / "last.pt").exists()

@@ -41,9 +41,8 @@ class Run:
     best_val_acc: float | None = None
 
     def restore(self, saved: dict):
-        """Everything but the scheduler, which is built once the batch size is known."""
+        """Everything but the optimizer and the schedule (restore_schedule), which need the batch size."""
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(saved["ema"])
@@ -51,6 +50,13 @@ class Run:
         self.epoch, self.step, self.partial = saved["epoch"], saved["step"], saved["partial"]
         self.history, self.lr_steps = saved["history"], saved["lr_steps"]
         self.batch_size, self.best_val_acc = saved["batch_size"], saved["best_val_acc"]
+
+    def restore_schedule(self, saved: dict):
+        """After the scheduler is built: OneCycleLR's constructor sets the optimizer's LR to its first
+        value, so the optimizer's saved state (its LR included) must be loaded after it."""
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
 
     def state(self, cfg: Config, data: pipeline.Dataset) -> dict:
         """The checkpoint (format: nets/checkpoint.py)."""
@@ -92,8 +98,8 @@ def fit(cfg: Config, resumed: dict | None = None):
         run.restore(resumed)
     loader = train_loader(cfg, data, parts, options, run)
     run.scheduler = build_scheduler(cfg, optimizer, len(loader))
-    if resumed and run.scheduler is not None:
-        run.scheduler.load_state_dict(resumed["scheduler"])
+    if resumed:
+        run.restore_schedule(resumed)
     if cfg.grad_noise:
         train = partial(train, noise=GradientNoise(model.parameters(), cfg.grad_noise, cfg.seed,
                                                    process.device, step=len(run.lr_steps)))
