@@ -1,26 +1,24 @@
 """viz.py: every picture and the report from a checkpoint, CAMs, faithfulness, attacks, user mistakes."""
+import contextlib
 import hashlib
+import io
 import json
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from common import cli
 import pipeline
 import viz
 from explain import attacks, cams, evaluation, faithfulness, layers
 from explain.pixels import normalise, to_pixels
 from nets import checkpoint
-from tests.conftest import ROOT, write_cifar
+from tests.conftest import fails
+from training.step import logits_of
 
-N, LIMIT_TEST = 4, 120
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread()
+N, LIMIT_TEST = 4, 120  # LIMIT_TEST: the shared run's --limit-test
 PICTURES = ("curves", "misclassified", "gradcam", "layers", "methods", "confusion", "adversarial")
 
 
@@ -30,49 +28,12 @@ def normalised(images, mean, std):
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """CAMs run tiny batches: on a shared CPU a second torch thread mostly waits for the first
-    (10x slower under load). One thread here and in the subprocesses; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    return write_cifar(tmp_path_factory.mktemp("viz-cifar") / "data", n_test=200)
-
-
-@pytest.fixture(scope="session")
-def run_dir(data_dir, tmp_path_factory):
-    """A real run of train.py, small: bf16 autocast and channels-last as by default, 3 epochs of 128
-    images. It gets about half of the tinted test images right: mistakes and hits to explain."""
-    run = tmp_path_factory.mktemp("viz-run") / "run"
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(data_dir), "--out",
-                           str(run), "--epochs", "3", "--batch-size", "32", "--limit-train", "128",
-                           "--limit-test", str(LIMIT_TEST), "--lr", "0.02", "--precision", "bf16",
-                           "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run
-
-
-@pytest.fixture(scope="session")
-def subject(run_dir, data_dir):
+def subject(trained_run, data_dir):
     """(model, data, state) as viz.py rebuilds them."""
-    state = checkpoint.load(run_dir / "last.pt")
-    model = evaluation.load_model(state, run_dir / "last.pt", torch.device("cpu"))
+    state = checkpoint.load(trained_run / "last.pt")
+    model = evaluation.load_model(state, trained_run / "last.pt", torch.device("cpu"))
     return model, pipeline.load_cifar10(data_dir, download=False), state
-
-
-def run_viz(*args, check=True):
-    proc = subprocess.run([sys.executable, str(ROOT / "viz.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=ONE_THREAD)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def contents(run) -> dict:
@@ -81,18 +42,21 @@ def contents(run) -> dict:
             for p in sorted(run.rglob("*")) if p.is_file() and p.relative_to(run).parts[0] != "viz"}
 
 
-@pytest.fixture(scope="session")
-def viz_run(run_dir):
-    """One run with the defaults for --out and --data-dir (ScoreCAM left out: slow on a CPU)."""
-    before = contents(run_dir)
-    proc = run_viz("--checkpoint", run_dir / "last.pt", "--n", N, "--limit-test", LIMIT_TEST,
-                   "--method", "gradcam", "gradcam++", "eigencam", "--adversarial", "--device", "cpu")
-    return proc, run_dir / "viz", before
+@pytest.fixture(scope="module")
+def viz_run(trained_run):
+    """One in-process run with the defaults for --out and --data-dir (ScoreCAM left out: slow on a CPU);
+    (stdout, output folder, the run directory's files before)."""
+    before = contents(trained_run)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        viz.main(["--checkpoint", str(trained_run / "last.pt"), "--n", str(N), "--limit-test", str(LIMIT_TEST),
+                  "--method", "gradcam", "gradcam++", "eigencam", "--adversarial", "--device", "cpu"])
+    return out.getvalue(), trained_run / "viz", before
 
 
 # -------------------------------------------------------------------------------------- one run
-def test_every_picture_is_a_png_of_sensible_size_and_in_the_report(viz_run, run_dir):
-    proc, out, before = viz_run
+def test_every_picture_is_a_png_of_sensible_size_and_in_the_report(viz_run, trained_run):
+    stdout, out, before = viz_run
     sizes = {}
     for name in PICTURES:
         with Image.open(out / f"{name}.png") as im:
@@ -107,16 +71,20 @@ def test_every_picture_is_a_png_of_sensible_size_and_in_the_report(viz_run, run_
         assert f"]({name}.png)" in report
     assert "| gradcam " in report and "| eigencam " in report and "| airplane " in report
     # It wrote only into its own folder and left the checkpoint as it was.
-    assert contents(run_dir) == before and "last.pt" in before
-    assert "wrote" in proc.stdout and proc.stdout.rstrip().endswith(" s")
+    assert contents(trained_run) == before and "last.pt" in before
+    assert "wrote" in stdout and stdout.rstrip().endswith(" s")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weights"] == "model" and summary["tta"] is True  # no EMA in this run; TTA as trained
+    assert "with flip test-time augmentation" in report
 
 
 def test_gallery_holds_the_first_n_misclassified_images(viz_run, subject):
     _, out, _ = viz_run
     model, data, state = subject
     summary = json.loads((out / "summary.json").read_text())
-    with torch.no_grad():
-        probs = model(normalised(data.test_images[:LIMIT_TEST], state["mean"], state["std"])).softmax(1)
+    with torch.no_grad():  # as the run evaluated: with the mirror images (TTA)
+        x = normalised(data.test_images[:LIMIT_TEST], state["mean"], state["std"])
+        probs = logits_of(model, x, state["config"]["tta"]).softmax(1)
     labels = data.test_labels[:LIMIT_TEST]
     wrong = np.flatnonzero(probs.argmax(1).numpy() != labels)
     assert N <= len(wrong) < LIMIT_TEST - N, "the fixture model makes some mistakes, not only mistakes"
@@ -186,26 +154,15 @@ def test_attack_stays_within_eps_in_pixel_space_and_lowers_true_confidence(subje
 
 
 # ------------------------------------------------------------------------------- user mistakes
-def fails(argv, capsys) -> str:
-    """Run viz in-process as its __main__ does; the one stderr line of a user mistake."""
-    with pytest.raises(SystemExit) as e:
-        cli.run(lambda: viz.main([str(a) for a in argv]))
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    return err
+def test_layer4_is_refused_in_one_line(trained_run, tmp_path, capsys):
+    err = fails(viz.main, ["--checkpoint", trained_run / "last.pt", "--layer", "layer4", "--out", tmp_path / "x"],
+                capsys)
+    assert err.startswith("error: --layer layer4 gives a 4x4 map") and not (tmp_path / "x").exists()
 
 
-def test_layer4_is_refused_in_one_line(run_dir):
-    proc = run_viz("--checkpoint", run_dir / "last.pt", "--layer", "layer4", "--out", run_dir / "x",
-                   check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: --layer layer4 gives a 4x4 map") and proc.stderr.count("\n") == 1
-    assert "Traceback" not in proc.stderr and not (run_dir / "x").exists()
-
-
-def test_unknown_layer_lists_the_valid_ones(run_dir, capsys):
-    err = fails(["--checkpoint", run_dir / "last.pt", "--layer", "layer9", "--out", run_dir / "x"], capsys)
+def test_unknown_layer_lists_the_valid_ones(trained_run, tmp_path, capsys):
+    err = fails(viz.main, ["--checkpoint", trained_run / "last.pt", "--layer", "layer9", "--out", tmp_path / "x"],
+                capsys)
     assert "'layer9'" in err and "layer1, layer1.0, layer1.1, layer2" in err
 
 
@@ -221,18 +178,18 @@ def test_code_in_a_pickle_is_never_run(tmp_path, capsys):
     plain.write_bytes(pickle.dumps({"model": Evil()}))
     torch.save({"format": checkpoint.FORMAT, "model": Evil()}, zipped)
     for path in (plain, zipped):
-        err = fails(["--checkpoint", path], capsys)
+        err = fails(viz.main, ["--checkpoint", path], capsys)
         assert "holds objects other than tensors and plain values, so it was not loaded" in err
     assert not marker.exists()
 
 
-def test_missing_or_truncated_checkpoint_and_bad_flags(run_dir, tmp_path, capsys):
-    assert "does not exist" in fails(["--checkpoint", tmp_path / "nope.pt"], capsys)
-    ckpt = run_dir / "last.pt"
+def test_missing_or_truncated_checkpoint_and_bad_flags(trained_run, tmp_path, capsys):
+    assert "does not exist" in fails(viz.main, ["--checkpoint", tmp_path / "nope.pt"], capsys)
+    ckpt = trained_run / "last.pt"
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(ckpt.read_bytes()[:100_000])
-    assert "not a readable checkpoint" in fails(["--checkpoint", truncated], capsys)
-    assert "--eps" in fails(["--checkpoint", ckpt, "--adversarial", "--eps", "0"], capsys)
-    assert "--method" in fails(["--checkpoint", ckpt, "--method", "gradcam", "magic"], capsys)
-    assert "--adversarial" in fails(["--checkpoint", ckpt, "--attack", "pgd"], capsys)
-    assert "CIFAR-10 not found" in fails(["--checkpoint", ckpt, "--data-dir", tmp_path], capsys)
+    assert "not a readable checkpoint" in fails(viz.main, ["--checkpoint", truncated], capsys)
+    assert "--eps" in fails(viz.main, ["--checkpoint", ckpt, "--adversarial", "--eps", "0"], capsys)
+    assert "--method" in fails(viz.main, ["--checkpoint", ckpt, "--method", "gradcam", "magic"], capsys)
+    assert "--adversarial" in fails(viz.main, ["--checkpoint", ckpt, "--attack", "pgd"], capsys)
+    assert "CIFAR-10 not found" in fails(viz.main, ["--checkpoint", ckpt, "--data-dir", tmp_path], capsys)
