@@ -4,8 +4,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -13,21 +11,22 @@ import pytest
 import torch
 from PIL import Image
 
+import train
+import viz
+from nets import checkpoint
 from pipeline import DataError, eval_loader, open_folder, train_loader
 from pipeline import folder as folder_module
 from pipeline.dali import PAD
-from tests.conftest import CLASSES, ROOT
+from tests.conftest import ARCHIVE, CLASSES, fails, need_archive
 from tests.test_pipeline import crop_flip_cutout, images_of, raw_with_cutout
 
-ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 PER_CLASS = {"train": 20, "test": 10}
 
 
 @pytest.fixture(scope="session")
 def jpegs(tmp_path_factory):
     """The first 20 training and 10 test JPEGs of each class, streamed out of the real archive."""
-    if not ARCHIVE.exists():
-        pytest.skip(f"{ARCHIVE} not found (CI keeps shared/ beside the clone)")
+    need_archive()
     root = tmp_path_factory.mktemp("cifar-jpeg")
     with tarfile.open(ARCHIVE, "r|xz") as tar:  # a stream: only the wanted members are written
         for member in tar:
@@ -245,23 +244,19 @@ def test_empty_class_and_unknown_test_class(jpegs, tmp_path):
         open_(root, tmp_path)
 
 
-def test_cli_refuses_a_broken_folder(jpegs, tmp_path):
+def test_cli_refuses_a_broken_folder(jpegs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = copy_of(jpegs, tmp_path / "data")
     victim = broken(root, "truncated JPEG")
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "train.py", "--data", "imagefolder", "--data-dir", str(root),
-                           "--out", str(run), "--device", "cpu", "--epochs", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {victim} cannot be read")
-    assert not run.exists()
+    err = fails(train.main, ["--data", "imagefolder", "--data-dir", root, "--out", run, "--device", "cpu",
+                             "--epochs", "1"], capsys)
+    assert err.startswith(f"error: {victim} cannot be read") and not run.exists()
 
 
-def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path):
+def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path, monkeypatch):
     """A short run on the real JPEG folder, then on 48 px PNGs resized to 32 (--image-size)."""
-    from nets import checkpoint
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pngs = tmp_path / "pngs"
     rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("test", 3)):
@@ -272,20 +267,14 @@ def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path):
                     pngs / split / cls / f"{i}.png")
     for root, extra, n_test in ((jpegs, [], 100), (pngs, ["--image-size", "32"], 6)):
         run = tmp_path / f"run-{root.name}"
-        done = subprocess.run([sys.executable, "train.py", "--data", "imagefolder", "--data-dir",
-                               str(root), "--out", str(run), "--device", "cpu", "--epochs", "1",
-                               "--batch-size", "16", "--limit-train", "48", "--precision", "fp32",
-                               "--scheduler", "none", *extra],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
+        train.main(["--data", "imagefolder", "--data-dir", str(root), "--out", str(run), "--device", "cpu",
+                    "--epochs", "1", "--batch-size", "16", "--limit-train", "48", "--precision", "fp32",
+                    "--scheduler", "none", *extra])
         state = checkpoint.load(run / "last.pt")
         assert state["history"][0]["test_count"] == n_test  # every test file once
         assert state["image_size"] == 32
         assert state["classes"] == (CLASSES if root == jpegs else ["cat", "dog"])
         # viz.py explains it from the checkpoint alone: classes, size and normalisation are stored.
-        shown = subprocess.run([sys.executable, "viz.py", "--checkpoint", str(run / "last.pt"), "--n", "2",
-                                "--method", "gradcam", "--device", "cpu"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-        assert shown.returncode == 0, shown.stderr[-2000:]
+        viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu"])
         summary = json.loads((run / "viz" / "summary.json").read_text())
         assert summary["test_images"] == n_test and (run / "viz" / "gradcam.png").stat().st_size > 5000

@@ -1,7 +1,5 @@
 """The CIFAR-10 store and the DALI train/eval pipelines, on DALI's CPU backend."""
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ import torch
 from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, train_loader
 from pipeline.dali import CUTOUT, PAD, cutout_fill
 from pipeline.cifar import STORE_NAME
-from tests.conftest import CLASSES, ROOT
+from tests.conftest import CLASSES, fails
 
 
 def read_pickles(root):
@@ -220,10 +218,8 @@ def test_missing_dataset_with_download_off(tmp_path):
         load_cifar10(tmp_path, download=False)
 
 
-def test_broken_batch_through_train_py_exits_2_without_traceback(cifar_dir, tmp_path):
+def test_broken_batch_through_train_py_exits_2_without_traceback(cifar_dir, tmp_path, capsys):
+    import train
     damage(cifar_dir, "truncated")
-    proc = subprocess.run([sys.executable, "train.py", "--data-dir", str(cifar_dir), "--out",
-                           str(tmp_path / "run"), "--device", "cpu"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
-    assert "data_batch_3 is truncated" in proc.stderr and not (tmp_path / "run").exists()
+    err = fails(train.main, ["--data-dir", cifar_dir, "--out", tmp_path / "run", "--device", "cpu"], capsys)
+    assert "data_batch_3 is truncated" in err and not (tmp_path / "run").exists()
