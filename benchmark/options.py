@@ -35,7 +35,8 @@ class Options:
     repeats: int = option(3, "timed runs of each stage (median, min, max)")
     warmup: int = option(1, "untimed runs of each pipeline, and untimed training steps before the "
                             "model stages")
-    model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, 1 on a CPU)")
+    model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, "
+                                 "1 on a CPU)")
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
                                   "(several minutes more on a CPU)")
     scaling_batches: tuple = option(SCALING_BATCHES, "batch sizes for --scaling (default "

@@ -47,7 +47,8 @@ def ratios(r: dict) -> dict:
         pipeline_dali_over_dataloader=r["pipeline_dali"]["median"] / r["pipeline_dataloader"]["median"],
         e2e_dali_over_torch_ops=r["e2e_dali"]["median"] / r["e2e_torch_ops"]["median"],
         e2e_dali_over_dataloader=r["e2e_dali"]["median"] / r["e2e_dataloader"]["median"],
-        e2e_dali_over_model_only=1 - tax["dali"], data_loading_tax=tax["dali"], data_loading_tax_by_loader=tax)
+        e2e_dali_over_model_only=1 - tax["dali"], data_loading_tax=tax["dali"],
+        data_loading_tax_by_loader=tax)
 
 
 def write(report: dict, path):
@@ -62,7 +63,8 @@ def tables(report: dict) -> str:
     c, d, dev, res = report["config"], report["data"], report["device"], report["results"]
     head = (f"{c['model']} | {dev['type']}: {dev['name']} ({dev['cores']} cores) | batch {c['batch_size']} | "
             f"{c['precision']}, loaders emit {c['loader_dtype']} (DataLoader float32)"
-            f"{', channels-last' if c['channels_last'] else ''}\n{d['images']:,} {d['source']} images per pass | "
+            f"{', channels-last' if c['channels_last'] else ''}\n"
+            f"{d['images']:,} {d['source']} images per pass | "
             f"{c['warmup']} warm-up + {c['repeats']} timed runs, interleaved; model stages "
             f"{c['model_steps']} steps per run | {c['workers']} DataLoader workers")
     stages = markdown(["img/s", "median", "min", "max", "cpu/wall"],
@@ -85,9 +87,8 @@ def tables(report: dict) -> str:
 
 def ratio_table(r: dict) -> str:
     tax = r["data_loading_tax_by_loader"]
-    rows = [["DALI / torch ops", f"{r['pipeline_dali_over_torch_ops']:.2f}x", f"{r['e2e_dali_over_torch_ops']:.2f}x"],
-            ["DALI / DataLoader", f"{r['pipeline_dali_over_dataloader']:.2f}x",
-             f"{r['e2e_dali_over_dataloader']:.2f}x"]]
+    rows = [[f"DALI / {NAMES[k]}", f"{r[f'pipeline_dali_over_{k}']:.2f}x", f"{r[f'e2e_dali_over_{k}']:.2f}x"]
+            for k in ("torch_ops", "dataloader")]
     rows += [[f"data-loading tax, {NAMES[k]}", "", share(v)] for k, v in tax.items()]
     return markdown(["ratio", "pipeline alone", "end to end"], rows)
 
@@ -99,7 +100,8 @@ def limit_table(report: dict) -> str:
     rows += [[LABELS[k], f"{v['gbps']:.3g} GB/s", share(v["fraction_of_bandwidth"])]
              for k, v in lim["pipelines"].items()]
     return (f"{lim['flops_per_image'] / 1e9:.2f} GFLOP per training image; peaks of this device: bf16 "
-            f"{dev['bf16_peak_tflops'] or 'unknown'} TFLOP/s, memory {dev['memory_gbps'] or 'unknown'} GB/s\n\n"
+            f"{dev['bf16_peak_tflops'] or 'unknown'} TFLOP/s, memory "
+            f"{dev['memory_gbps'] or 'unknown'} GB/s\n\n"
             + markdown(["stage", "achieved", "of the peak"], rows))
 
 

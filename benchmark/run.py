@@ -109,18 +109,18 @@ def limits_of(doc: dict, flops_per_image: float, dtype) -> dict:
     image read plus the output written (each loader's dtype: the DataLoader's is float32)."""
     pixels = doc["data"]["image_shape"][0] * doc["data"]["image_shape"][1] * 3
     out_bytes = {"dali": dtype.itemsize, "torch_ops": dtype.itemsize, "dataloader": 4}
-    return dict(
-        flops_per_image=flops_per_image,
-        model=limits.compute(doc["results"], stages.MODELS, flops_per_image, doc["device"]["bf16_peak_tflops"]),
-        pipelines=limits.traffic(doc["results"], {f"pipeline_{k}": pixels * (1 + b) for k, b in out_bytes.items()},
-                                 doc["device"]["memory_gbps"]))
+    moved = {f"pipeline_{k}": pixels * (1 + b) for k, b in out_bytes.items()}
+    return dict(flops_per_image=flops_per_image,
+                model=limits.compute(doc["results"], stages.MODELS, flops_per_image,
+                                     doc["device"]["bf16_peak_tflops"]),
+                pipelines=limits.traffic(doc["results"], moved, doc["device"]["memory_gbps"]))
 
 
 def finish(doc: dict, device, started: float) -> dict:
     memory = doc["memory"]
     memory.update(host_rss_peak_mb=report.peak_rss_mb(), gpu_max_allocated_mb=None, gpu_device_used_mb=None,
                   worker_rss_peak_mb=report.peak_rss_mb(resource.RUSAGE_CHILDREN))
-    if device.type == "cuda":  # DALI's buffers live outside PyTorch's allocator: only the device total shows them
+    if device.type == "cuda":  # DALI's buffers live outside PyTorch's allocator: the device total shows them
         free, total = torch.cuda.mem_get_info()
         memory.update(gpu_max_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
                       gpu_device_used_mb=(total - free) / 2**20)
@@ -133,7 +133,8 @@ def progress_line(started: float, stage: str, index: int, repeats: int, rate):
     """One line on stderr per run of a stage, as it goes."""
     what = "warm-up" if index < 0 else f"run {index + 1}/{repeats}"
     figure = "" if rate is None else f"{rate:>12,.0f} img/s"
-    print(f"[{time.perf_counter() - started:6.1f} s] {stage:<32} {what:<9}{figure}", file=sys.stderr, flush=True)
+    print(f"[{time.perf_counter() - started:6.1f} s] {stage:<32} {what:<9}{figure}", file=sys.stderr,
+          flush=True)
 
 
 def stuck(doc: dict, path, started: float, stage: str, message: str):

@@ -51,7 +51,8 @@ class TensorLoader:
     def draws(self, epoch: int) -> dict:
         """One epoch's order and augmentation for every image, as the indices the batches use."""
         n, size, dev = self.count, self.size, self.device
-        g = torch.Generator(dev).manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])  # (seed, epoch) mixed
+        g = torch.Generator(dev).manual_seed(seed)
         order = torch.randperm(n, generator=g, device=dev)
         offset = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g, device=dev)  # 0..8: -4..4 shifted
         flip = torch.randint(0, 2, (n,), generator=g, device=dev)
@@ -95,5 +96,6 @@ def _tiled_normalisation(mean, std, size: int, channels_last: bool, device) -> t
     """(scale, shift) with x * scale + shift = (x/255 - mean)/std, one entry per value of a flattened
     image: a long contiguous inner dimension vectorises, a broadcast over 3 channels does not (7x)."""
     mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-    tile = (lambda t: t.repeat(size * size)) if channels_last else (lambda t: t.repeat_interleave(size * size))
+    def tile(t):  # NHWC: the 3 values over and over; NCHW: each value for a whole plane
+        return t.repeat(size * size) if channels_last else t.repeat_interleave(size * size)
     return tile(1 / (255 * std)).to(device), tile(-mean / std).to(device)

@@ -1,6 +1,7 @@
 """bench.py: a tiny run writes every figure (three loaders, ratios, taxes, FLOP/s and bytes/s arithmetic,
-the scaling sweep, bench.png); a stage past its deadline fails named, exit 1, with the partial JSON; user
-mistakes are one line and exit 2; the DataLoader's cutout. No assertion on speed: these machines are shared."""
+the scaling sweep, bench.png); a stage past its deadline fails named, exit 1, with the partial JSON;
+user mistakes are one line and exit 2; the DataLoader's cutout. No assertion on speed: these machines
+are shared."""
 import json
 import os
 import subprocess
@@ -47,7 +48,8 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
     stdout, stderr = capsys.readouterr()
     report = json.loads(out.read_text())
     assert report["device"]["type"] == "cpu" and report["device"]["name"] and report["failed"] is None
-    assert set(report["versions"]) == {"python", "torch", "torchvision", "dali"} and all(report["versions"].values())
+    assert set(report["versions"]) == {"python", "torch", "torchvision", "dali"}
+    assert all(report["versions"].values())
     config = report["config"]
     assert (config["batch_size"], config["workers"], config["repeats"], config["model_steps"]) == (8, 1, 2, 1)
     assert config["precision"] == "bf16" and config["loader_dtype"] == "float32" and config["channels_last"]
@@ -83,10 +85,10 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
 
 def check_ratios(ratios: dict, results: dict):
     median = {k: r["median"] for k, r in results.items()}
-    assert ratios["pipeline_dali_over_torch_ops"] == pytest.approx(median["pipeline_dali"] / median["pipeline_torch_ops"])
-    assert ratios["pipeline_dali_over_dataloader"] == pytest.approx(median["pipeline_dali"] / median["pipeline_dataloader"])
-    assert ratios["e2e_dali_over_torch_ops"] == pytest.approx(median["e2e_dali"] / median["e2e_torch_ops"])
-    assert ratios["e2e_dali_over_dataloader"] == pytest.approx(median["e2e_dali"] / median["e2e_dataloader"])
+    for kind in ("pipeline", "e2e"):
+        for peer in ("torch_ops", "dataloader"):
+            expected = median[f"{kind}_dali"] / median[f"{kind}_{peer}"]
+            assert ratios[f"{kind}_dali_over_{peer}"] == pytest.approx(expected)
     for loader, tax in ratios["data_loading_tax_by_loader"].items():
         assert tax == pytest.approx(1 - median[f"e2e_{loader}"] / median["model_only"])
     assert ratios["data_loading_tax"] == ratios["data_loading_tax_by_loader"]["dali"]
@@ -97,7 +99,8 @@ def check_limits(found: dict, results: dict):
     """Counted, not assumed: a ResNet18 training step is ~3x its 0.56 GMAC forward pass per image."""
     assert 3.0e9 < found["flops_per_image"] < 3.6e9
     for stage in MODELS:
-        assert found["model"][stage]["tflops"] == pytest.approx(found["flops_per_image"] * results[stage]["median"] / 1e12)
+        achieved = found["flops_per_image"] * results[stage]["median"] / 1e12
+        assert found["model"][stage]["tflops"] == pytest.approx(achieved)
         assert found["model"][stage]["fraction_of_peak"] is None  # no known peak for a CPU
     for stage in PIPELINES:  # a 32x32x3 uint8 image read, float32 written
         p = found["pipelines"][stage]
@@ -109,7 +112,8 @@ def test_a_stage_past_its_deadline_fails_named_with_exit_1_and_the_partial_json(
     out = tmp_path / "bench.json"
     assert run_in_process(*TINY, "--stage-timeout", 1e-6, "--json", out) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("error: stage 'pipeline_dali' passed its deadline of 1e-06 s (raise it with --stage-timeout")
+    assert err.startswith("error: stage 'pipeline_dali' passed its deadline of 1e-06 s (raise it with "
+                          "--stage-timeout")
     assert str(out) in err
     report = json.loads(out.read_text())
     assert report["failed"]["stage"] == "pipeline_dali" and report["results"] == {}
@@ -122,7 +126,8 @@ def test_a_call_stuck_past_the_deadline_is_reported_by_the_watchdog(monkeypatch)
     with measure.Deadline("pipeline_x", 0.05, lambda *a: calls.append(a)):
         time.sleep(0.5)  # a call no check interrupts
     assert len(calls) == 1 and calls[0][0] == "pipeline_x" and "stuck for 0.05 s more" in calls[0][1]
-    with pytest.raises(measure.StageOverrun, match="stage 'e2e_x' passed its deadline"):  # e.g. DataLoader timeout
+    # An error from a stage past its deadline (the DataLoader's own timeout, say) is the overrun.
+    with pytest.raises(measure.StageOverrun, match="stage 'e2e_x' passed its deadline"):
         with measure.Deadline("e2e_x", 0.01, lambda *a: None):
             time.sleep(0.05)
             raise RuntimeError("DataLoader timed out after 0.01 seconds")
