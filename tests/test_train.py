@@ -267,7 +267,7 @@ def test_range_test_stops_when_the_loss_explodes_and_restores_model_optimizer_sc
 # ---------------------------------------------------------------------------------------- runs
 def test_two_epoch_run_with_validation_writes_checkpoints_metrics_events(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    train.main(["--data-dir", str(data_dir), "--out", str(out), "--epochs", "2", "--val-split", "0.1",
+    train.main(["--data-dir", str(data_dir), "--out", str(out), "--epochs", "2", "--val-split", "0.04",
                 *TINY, "--ema", "0.9"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "val", "loss",
@@ -278,7 +278,7 @@ def test_two_epoch_run_with_validation_writes_checkpoints_metrics_events(data_di
     state = checkpoint.load(out / "last.pt")
     assert state["epoch"] == 2 and state["step"] == 0 and len(state["history"]) == 2
     assert [r["test_count"] for r in state["history"]] == [40, 40]  # every test image exactly once
-    assert [r["val_count"] for r in state["history"]] == [50, 50]  # 10 % of the 500 training images
+    assert [r["val_count"] for r in state["history"]] == [20, 20]  # 4 % of the 500 training images
     assert state["classes"][0] == "airplane" and state["config"]["model"] == "resnet18"
     assert len(state["lr_steps"]) == 2 * 3 and state["batch_size"] == 32
     assert not same_weights(state["ema"], state["model"]) and "ema_test_acc" in state["history"][0]
@@ -309,8 +309,9 @@ def test_find_lr_writes_plot_and_suggestion(data_dir, tmp_path, capsys):
 def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path, monkeypatch):
     # threshold 0.99 (rel): no epoch improves enough, patience 0: every epoch's cut becomes a ramp.
     args = ["--data-dir", str(data_dir), *TINY, "--batch-size", "16", "--epochs", "3", "--scheduler",
-            "plateau", "--val-split", "0.1", "--plateau-patience", "0", "--plateau-factor", "0.5",
-            "--plateau-threshold", "0.99", "--batch-ramp", "--lr", "0.05"]
+            "plateau", "--val-split", "0.04", "--plateau-patience", "0", "--plateau-factor", "0.5",
+            "--plateau-threshold", "0.99", "--batch-ramp", "--lr", "0.05", "--limit-train", "64",
+            "--limit-test", "16", "--no-tta"]
     snapshot = tmp_path / "after-epoch-2"
     save = loop.save
 
@@ -327,7 +328,7 @@ def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path
     # Epoch 1 sets the plateau's best; epochs 2 and 3 each double the batch for the next.
     assert [r["batch_size"] for r in ref["history"]] == [16, 16, 32] and ref["batch_size"] == 64
     assert {r["lr"] for r in ref["history"]} == {0.05}  # the LR was never cut
-    assert len(ref["lr_steps"]) == 2 * (96 // 16) + 96 // 32
+    assert len(ref["lr_steps"]) == 2 * (64 // 16) + 64 // 32
     train.main(["--resume", str(snapshot / "last.pt")])  # epoch 3 again, at batch 32
     got = checkpoint.load(snapshot / "last.pt")
     assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])

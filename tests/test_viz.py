@@ -74,15 +74,15 @@ def test_every_picture_is_a_png_of_sensible_size_and_in_the_report(viz_run, trai
     assert contents(trained_run) == before and "last.pt" in before
     assert "wrote" in stdout and stdout.rstrip().endswith(" s")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["weights"] == "model" and summary["tta"] is True  # no EMA in this run; TTA as trained
-    assert "with flip test-time augmentation" in report
+    assert summary["weights"] == "model" and summary["tta"] is False  # as trained: no EMA, no TTA
+    assert "explaining the weights." in report
 
 
 def test_gallery_holds_the_first_n_misclassified_images(viz_run, subject):
     _, out, _ = viz_run
     model, data, state = subject
     summary = json.loads((out / "summary.json").read_text())
-    with torch.no_grad():  # as the run evaluated: with the mirror images (TTA)
+    with torch.no_grad():  # as the run evaluated (with the mirror images if it used TTA)
         x = normalised(data.test_images[:LIMIT_TEST], state["mean"], state["std"])
         probs = logits_of(model, x, state["config"]["tta"]).softmax(1)
     labels = data.test_labels[:LIMIT_TEST]
