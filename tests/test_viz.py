@@ -193,3 +193,11 @@ def test_missing_or_truncated_checkpoint_and_bad_flags(trained_run, tmp_path, ca
     assert "--method" in fails(viz.main, ["--checkpoint", ckpt, "--method", "gradcam", "magic"], capsys)
     assert "--adversarial" in fails(viz.main, ["--checkpoint", ckpt, "--attack", "pgd"], capsys)
     assert "CIFAR-10 not found" in fails(viz.main, ["--checkpoint", ckpt, "--data-dir", tmp_path], capsys)
+
+
+def test_viz_explains_the_moving_average_when_the_run_kept_one(trained_run):
+    state = checkpoint.load(trained_run / "last.pt")
+    assert evaluation.weights_of(state) == "model"  # the shared run kept no EMA
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    model = evaluation.load_model({**state, "ema": ema}, trained_run / "last.pt", torch.device("cpu"))
+    assert torch.equal(model.fc.weight, ema["fc.weight"]) and not model.training
