@@ -116,12 +116,16 @@ def test_gpu_eval_pipeline_covers_each_image_once(n, batch):
 def test_gpu_outputs_are_fp16_channels_last_on_the_device(kind):
     images, labels = random_set(256)
     kw = dict(mean=MEAN, std=STD, batch_size=64, device_id=0, dtype=torch.float16)
-    loader = train_loader(images, labels, seed=0, **kw) if kind == "train" else eval_loader(images, labels, **kw)
+    loader = loader_of(kind, images, labels, **kw)
     x, y = next(iter(loader))
     assert x.device == torch.device("cuda", 0) and y.device == torch.device("cuda", 0)
     assert x.dtype == torch.float16 and y.dtype == torch.int64
     assert x.shape == (64, 3, 32, 32) and y.shape == (64,)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def loader_of(kind: str, images, labels, **kw):
+    return train_loader(images, labels, seed=0, **kw) if kind == "train" else eval_loader(images, labels, **kw)
 
 
 def kept_batch_stays_valid(loader, later=6):
@@ -140,7 +144,7 @@ def kept_batch_stays_valid(loader, later=6):
 def test_cpu_batches_stay_valid_while_later_ones_are_produced(kind):
     images, labels = random_set(512)
     kw = dict(mean=MEAN, std=STD, batch_size=32)
-    loader = train_loader(images, labels, seed=0, **kw) if kind == "train" else eval_loader(images, labels, **kw)
+    loader = loader_of(kind, images, labels, **kw)
     kept_batch_stays_valid(loader)
 
 
@@ -162,7 +166,7 @@ def test_validity_check_can_fail():
 def test_gpu_batches_stay_valid_while_later_ones_are_produced(kind):
     images, labels = random_set(512)
     kw = dict(mean=MEAN, std=STD, batch_size=32, device_id=0, dtype=torch.float16)
-    loader = train_loader(images, labels, seed=0, **kw) if kind == "train" else eval_loader(images, labels, **kw)
+    loader = loader_of(kind, images, labels, **kw)
     kept_batch_stays_valid(loader)
 
 
