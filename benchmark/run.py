@@ -93,15 +93,15 @@ def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, p
     results.update(stages.pipelines(built, deadlines, warmup=opts.warmup, repeats=opts.repeats, sync=sync,
                                     progress=progress))
     doc["memory"]["host_rss_peak_mb_after"]["pipelines"] = report.peak_rss_mb()
-    found, flops = stages.models(built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup,
-                                 repeats=opts.repeats, steps_per_run=doc["config"]["model_steps"],
-                                 compiled=cfg.compile, sync=sync, progress=progress)
+    found, flops_per_image = stages.models(
+        built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup, repeats=opts.repeats,
+        steps_per_run=doc["config"]["model_steps"], sync=sync, progress=progress)
     results.update(found)
     doc["memory"]["host_rss_peak_mb_after"]["models"] = report.peak_rss_mb()
     del built
     gc.collect()  # the DataLoader's workers exit: their peak RSS is counted
     doc["ratios"] = report.ratios(results)
-    doc["limits"] = limits_of(doc, flops / cfg.batch_size, dtype)
+    doc["limits"] = limits_of(doc, flops_per_image, dtype)
 
 
 def limits_of(doc: dict, flops_per_image: float, dtype) -> dict:

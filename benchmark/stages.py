@@ -15,6 +15,7 @@ LABELS = {**{f"pipeline_{k}": f"pipeline  {v}" for k, v in NAMES.items()},
           "model_only": "model only (train_step)",
           **{f"e2e_{k}": f"end-to-end  {v}" for k, v in NAMES.items()}}
 PIPELINES = [f"pipeline_{k}" for k in NAMES]
+FLOP_IMAGES = 8  # images of the first batch whose training step the FLOP counter watches
 MODELS = ["model_only"] + [f"e2e_{k}" for k in NAMES]
 
 
@@ -42,20 +43,21 @@ def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, sync
 
 
 def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repeats: int, steps_per_run: int,
-           compiled: bool, sync, progress) -> tuple:
-    """(results, FLOPs per training step): the model alone and fed by each loader, interleaved. The
-    warm-up is shared (one model): the first untimed step runs under the FLOP counter, uncompiled (with
-    --compile the compiled model's warm-up steps follow)."""
+           sync, progress) -> tuple:
+    """(results, training FLOPs per image): the model alone and fed by each loader, interleaved, after
+    `warmup` untimed steps they share (one model). FLOPs are counted on a few images of the batch, on
+    the uncompiled model: a conv net's FLOPs grow linearly with the batch, and a small one is quick."""
     streams = {name: forever(loader) for name, loader in loaders.items()}  # each stream's first batch drawn
     alone = repeat_first(streams["dali"])
     x, y = next(alone)
     with deadlines["model_only"] as deadline:
-        flops = limits.step_flops(train.eager_step, x, y)
-        for _ in range(warmup - (0 if compiled else 1)):
+        counted = limits.step_flops(train.eager_step, x[:FLOP_IMAGES], y[:FLOP_IMAGES])
+        flops_per_image = counted / len(y[:FLOP_IMAGES])
+        for _ in range(warmup):
             train.step(x, y)
             deadline.check()
         sync()
     progress("model_only", -1, repeats, None)
     runs = {"model_only": steps(train.step, alone, steps_per_run),
             **{f"e2e_{name}": steps(train.step, stream, steps_per_run) for name, stream in streams.items()}}
-    return interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress), flops
+    return interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress), flops_per_image

@@ -3,7 +3,7 @@ every batch augmented by a handful of whole-batch torch ops (the approach of the
 scripts: airbench, KellerJordan's cifar10-loader). No DALI here, and no per-image Python.
 
 Same augmentation as pipeline/dali.py, with the same distributions: padded random crop (81 offsets,
-zeros outside the image), horizontal flip (p = 0.5), cutout 16x16 whose centre is uniform over the
+zeros outside the image), horizontal flip (p = 0.5), cutout 16x16 (on 32 px) whose centre is uniform over the
 image, clipped at the borders and filled with round(255 * mean) on uint8 (~0 once normalised), then
 (x/255 - mean)/std in the training dtype and layout. The draws come from a torch generator seeded by
 (seed, epoch) on the device, so an epoch is a pure function of both (they are not DALI's numbers).
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment_spec import CUTOUT, PAD, cutout_fill
+from .augment_spec import PAD, cutout_fill, cutout_side
 
 
 class TensorLoader:
@@ -31,6 +31,7 @@ class TensorLoader:
         self.batch_size, self.seed, self.epoch = batch_size, seed, start_epoch
         self.dtype, self.channels_last = dtype, channels_last
         self.count, self.size = len(images), images.shape[1]
+        self.cutout = cutout_side(self.size)  # 16 on 32 px images, as in the DALI pipeline
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
         self.windows = _windows(torch.from_numpy(images).to(self.device), self.size)
         self.scale, self.shift = _tiled_normalisation(mean, std, self.size, channels_last, self.device)
@@ -62,8 +63,8 @@ class TensorLoader:
         column = torch.where(flip == 1, 2 * PAD - offset[:, 1], offset[:, 1])
         start = (2 * order + flip) * side * side + offset[:, 0] * side + column
         inside = torch.arange(size, device=dev)
-        low = centre - CUTOUT // 2  # the square is [low, low + CUTOUT) in each axis, clipped by the image
-        square = ((inside >= low[:, :, None]) & (inside < low[:, :, None] + CUTOUT)).to(torch.uint8)
+        low = centre - self.cutout // 2  # the square: [low, low + cutout) in each axis, clipped
+        square = ((inside >= low[:, :, None]) & (inside < low[:, :, None] + self.cutout)).to(torch.uint8)
         return dict(start=start, labels=self.labels[order], square_rows=square[:, 0],
                     square_cols=square[:, 1].repeat_interleave(3, dim=1))  # one entry per byte of a row
 
