@@ -185,16 +185,18 @@ def test_validation_split_is_deterministic_and_disjoint():
 def test_ema_is_the_analytic_average_of_the_weights_after_k_steps():
     torch.manual_seed(0)
     model = nets.create("resnet18", num_classes=3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
     ema = EMA(model, decay=0.9)
     expected = {k: v.clone().double() for k, v in model.state_dict().items()}
     scaler, amp = fp32_step_parts()
     x, y = tiny_batch()
-    for _ in range(3):
+    for step in range(12):
         train_step(model, opt, scaler, amp, x, y % 3)
-        ema.update()
+        ema.update(step)
+        d = min(0.9, (1 + step) / (10 + step))  # warm-up: 0.1, 0.18, ... until 0.9 from step 71
         for k, v in model.state_dict().items():
-            expected[k] = 0.9 * expected[k] + 0.1 * v.double() if v.is_floating_point() else v.double()
+            expected[k] = d * expected[k] + (1 - d) * v.double() if v.is_floating_point() else v.double()
+    assert ema.decay_at(0) == 0.1 and ema.decay_at(80) == 0.9
     got = ema.state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-6)

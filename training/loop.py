@@ -166,7 +166,7 @@ def train_one_epoch(run: Run, cfg: Config, loader, train, guard: Guard, process)
         run.lr_steps.append(run.optimizer.param_groups[0]["lr"])
         loss, correct = train(x, y)
         if run.ema is not None:
-            run.ema.update()
+            run.ema.update(len(run.lr_steps) - 1)
         if cfg.scheduler == "onecycle":
             run.scheduler.step()
         guard.watch(loss, run.step)
