@@ -54,7 +54,8 @@ def interleaved(runs: dict, deadlines: dict, *, warmup: int, repeats: int, sync,
     spell on a shared machine falls on all stages alike. cpu_per_wall is this process's CPU seconds
     per second (DataLoader workers are other processes): in a model stage, below the thread count
     means something else had the cores and the figure is low."""
-    rates, wall, cpu, images = ({k: [] for k in runs}, dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0), {})
+    rates, images = {k: [] for k in runs}, {k: [] for k in runs}
+    wall, cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
     for round_ in range(warmup + repeats):
         for stage, run in runs.items():
             with deadlines[stage] as deadline:
@@ -67,19 +68,21 @@ def interleaved(runs: dict, deadlines: dict, *, warmup: int, repeats: int, sync,
                 rates[stage].append(n / seconds)
                 wall[stage] += seconds
                 cpu[stage] += time.process_time() - c0
-                images[stage] = n
+                images[stage].append(n)
     return {k: dict(median=statistics.median(r), min=min(r), max=max(r), runs=r, images_per_run=images[k],
                     cpu_per_wall=cpu[k] / wall[k]) for k, r in rates.items()}
 
 
-def one_pass(loader):
-    """A pipeline stage's run: one epoch of the loader; the batches exist on the device (the caller's
-    sync waits for the last)."""
+def passes(loader, seconds: float):
+    """A pipeline stage's run: whole epochs of the loader until `seconds` have passed (at least one: a
+    run of a few ms measures the timer and the scheduler more than the loader). The batches exist on
+    the device; the caller's sync waits for the last."""
     def run(check):
-        count = 0
-        for _, y in loader:
-            count += len(y)
-            check()
+        count, start = 0, time.perf_counter()
+        while count == 0 or time.perf_counter() - start < seconds:
+            for _, y in loader:
+                count += len(y)
+                check()
         return count
     return run
 

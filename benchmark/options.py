@@ -35,6 +35,8 @@ class Options:
     repeats: int = option(3, "timed runs of each stage (median, min, max)")
     warmup: int = option(1, "untimed runs of each pipeline, and untimed training steps before the "
                             "model stages")
+    run_seconds: float = option(0.5, "a pipeline-stage run repeats whole passes until it has lasted "
+                                     "this long (at least one pass)")
     model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, "
                                  "1 on a CPU)")
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
@@ -53,6 +55,7 @@ class Options:
             (self.repeats < 1, f"--repeats must be >= 1 (got {self.repeats})"),
             (self.warmup < 0, f"--warmup must be >= 0 (got {self.warmup})"),
             (self.model_steps < 0, f"--model-steps must be >= 0 (got {self.model_steps})"),
+            (self.run_seconds < 0, f"--run-seconds must be >= 0 (got {self.run_seconds})"),
             (self.stage_timeout <= 0, f"--stage-timeout must be > 0 (got {self.stage_timeout})"),
             (min(self.scaling_batches) < 1, "--scaling-batches must all be >= 1"),
         ]

@@ -15,7 +15,7 @@ from common.cli import UsageError
 from training import config, rng
 from training.build import precision
 
-from . import limits, loaders, plot, report, scaling, stages
+from . import limits, loaders, measure, plot, report, scaling, stages
 from .measure import Deadline, StageOverrun
 from .options import CPU_IMAGES, Options
 
@@ -43,9 +43,9 @@ def bench(opts: Options):
     try:
         measure_stages(doc, opts, cfg, device, dtype, build, deadline, sync, progress)
         if opts.scaling:
-            doc["scaling"] = scaling.sweep(build, deadline, batch_sizes=opts.scaling_batches,
-                                           batch_size=cfg.batch_size, images=n, warmup=opts.warmup,
-                                           repeats=opts.repeats, sync=sync, progress=progress)
+            alone = partial(measure_alone, opts, deadline, sync, progress)
+            doc["scaling"] = scaling.sweep(build, alone, batch_sizes=opts.scaling_batches,
+                                           batch_size=cfg.batch_size, images=n)
             doc["memory"]["host_rss_peak_mb_after"]["scaling"] = report.peak_rss_mb()
     except StageOverrun as e:
         doc["failed"] = dict(stage=e.stage, message=str(e))
@@ -90,8 +90,8 @@ def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, p
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     results = doc["results"]
-    results.update(stages.pipelines(built, deadlines, warmup=opts.warmup, repeats=opts.repeats, sync=sync,
-                                    progress=progress))
+    results.update(stages.pipelines(built, deadlines, warmup=opts.warmup, repeats=opts.repeats,
+                                    seconds=opts.run_seconds, sync=sync, progress=progress))
     doc["memory"]["host_rss_peak_mb_after"]["pipelines"] = report.peak_rss_mb()
     found, flops_per_image = stages.models(
         built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup, repeats=opts.repeats,
@@ -102,6 +102,13 @@ def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, p
     gc.collect()  # the DataLoader's workers exit: their peak RSS is counted
     doc["ratios"] = report.ratios(results)
     doc["limits"] = limits_of(doc, flops_per_image, dtype)
+
+
+def measure_alone(opts, deadline, sync, progress, stage: str, loader) -> dict:
+    """One loader alone, as the pipeline stages are measured (the scaling sweep's points)."""
+    run = {stage: measure.passes(loader, opts.run_seconds)}
+    return measure.interleaved(run, {stage: deadline(stage)}, warmup=opts.warmup, repeats=opts.repeats,
+                               sync=sync, progress=progress)[stage]
 
 
 def limits_of(doc: dict, flops_per_image: float, dtype) -> dict:

@@ -6,7 +6,7 @@ import os
 from contextlib import nullcontext
 
 from .loaders import NAMES
-from .measure import interleaved, one_pass, torch_threads
+from .measure import torch_threads
 
 
 def thread_counts() -> list:
@@ -14,29 +14,26 @@ def thread_counts() -> list:
     return sorted({1, 2, os.cpu_count() or 1})
 
 
-def sweep(build, deadline, *, batch_sizes, batch_size: int, images: int, warmup: int, repeats: int,
-          sync, progress) -> dict:
+def sweep(build, measure, *, batch_sizes, batch_size: int, images: int) -> dict:
     """{"batch_size": {loader: {size: figures}}, "threads": {loader: {count: figures}}}. build(name,
-    batch_size, threads) makes a loader (threads None: the run's own); deadline(stage) a Deadline.
-    Batch sizes above the number of images are left out (no full batch)."""
+    batch_size, threads) makes a loader (threads None: the run's own); measure(stage, loader) times
+    it alone as the pipeline stages are timed. Batch sizes above the number of images are left out."""
     out = {"batch_size": {}, "threads": {}}
     for name in NAMES:
         out["batch_size"][name] = {
-            size: point(build(name, size, None), f"scaling {NAMES[name]} batch {size}", deadline, None,
-                        warmup, repeats, sync, progress)
+            size: point(measure, f"scaling {NAMES[name]} batch {size}", lambda: build(name, size, None))
             for size in batch_sizes if size <= images}
         out["threads"][name] = {
-            count: point(build(name, batch_size, count), f"scaling {NAMES[name]} {count} threads", deadline,
-                         count if name == "torch_ops" else None, warmup, repeats, sync, progress)
+            count: point(measure, f"scaling {NAMES[name]} {count} threads",
+                         lambda: build(name, batch_size, count),
+                         torch_thread_count=count if name == "torch_ops" else None)
             for count in thread_counts()}
     return out
 
 
-def point(loader, stage: str, deadline, torch_thread_count, warmup, repeats, sync, progress) -> dict:
-    """One loader alone, measured as the pipeline stages are; the loader (and its workers) goes after."""
+def point(measure, stage: str, make, torch_thread_count=None) -> dict:
+    """One loader alone; it (and a DataLoader's workers) is gone before the next one is built."""
     with torch_threads(torch_thread_count) if torch_thread_count else nullcontext():
-        figures = interleaved({stage: one_pass(loader)}, {stage: deadline(stage)}, warmup=warmup,
-                              repeats=repeats, sync=sync, progress=progress)[stage]
-    del loader
+        figures = measure(stage, make())
     gc.collect()  # a DataLoader's workers exit with their iterator
     return figures

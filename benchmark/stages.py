@@ -9,7 +9,7 @@ from training.step import train_step
 
 from . import limits
 from .loaders import NAMES
-from .measure import forever, interleaved, one_pass, repeat_first, steps
+from .measure import forever, interleaved, passes, repeat_first, steps
 
 LABELS = {**{f"pipeline_{k}": f"pipeline  {v}" for k, v in NAMES.items()},
           "model_only": "model only (train_step)",
@@ -36,9 +36,11 @@ def trainer(cfg, device) -> Trainer:
     return Trainer(on(compiled), on(model))
 
 
-def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, sync, progress) -> dict:
-    """Each loader alone: passes of one epoch, interleaved."""
-    runs = {f"pipeline_{name}": one_pass(loader) for name, loader in loaders.items()}
+def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, seconds: float, sync,
+              progress) -> dict:
+    """Each loader alone, interleaved. DALI's runs come right before the DataLoader's: at the end of an
+    epoch DALI prefetches the next one's first batches, work that would land in the next stage's run."""
+    runs = {f"pipeline_{k}": passes(loaders[k], seconds) for k in ("torch_ops", "dali", "dataloader")}
     return interleaved(runs, deadlines, warmup=warmup, repeats=repeats, sync=sync, progress=progress)
 
 
@@ -60,4 +62,5 @@ def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repea
     progress("model_only", -1, repeats, None)
     runs = {"model_only": steps(train.step, alone, steps_per_run),
             **{f"e2e_{name}": steps(train.step, stream, steps_per_run) for name, stream in streams.items()}}
-    return interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress), flops_per_image
+    results = interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress)
+    return results, flops_per_image

@@ -23,7 +23,7 @@ MODELS = ("model_only", "e2e_dali", "e2e_torch_ops", "e2e_dataloader")
 # 8 synthetic images, one batch of 8 per epoch: every model-stage run crosses an epoch boundary of its
 # loader's stream (where a stream that does not restart would hang or stop).
 TINY = ["--device", "cpu", "--synthetic", "8", "--batch-size", "8", "--repeats", "2", "--model-steps", "1",
-        "--workers", "1"]
+        "--workers", "1", "--run-seconds", "0"]
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
     for key, r in results.items():
         assert len(r["runs"]) == 2 and r["min"] <= r["median"] <= r["max"] and r["min"] > 0
         assert r["cpu_per_wall"] > 0
-        assert r["images_per_run"] == 8
+        assert r["images_per_run"] == [8, 8]  # one pass or one step of one batch
         assert stderr.count(f"] {key} ") == (3 if key.startswith("pipeline") else 2) + (key == "model_only")
     check_ratios(report["ratios"], results)
     check_limits(report["limits"], results)
@@ -112,11 +112,11 @@ def test_a_stage_past_its_deadline_fails_named_with_exit_1_and_the_partial_json(
     out = tmp_path / "bench.json"
     assert run_in_process(*TINY, "--stage-timeout", 1e-6, "--json", out) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("error: stage 'pipeline_dali' passed its deadline of 1e-06 s (raise it with "
+    assert err.startswith("error: stage 'pipeline_torch_ops' passed its deadline of 1e-06 s (raise it with "
                           "--stage-timeout")
     assert str(out) in err
     report = json.loads(out.read_text())
-    assert report["failed"]["stage"] == "pipeline_dali" and report["results"] == {}
+    assert report["failed"]["stage"] == "pipeline_torch_ops" and report["results"] == {}  # the first to run
     assert report["seconds"] > 0 and not (tmp_path / "bench.png").exists()
 
 
@@ -159,6 +159,7 @@ def test_peaks_by_device_name(name, gpu, peak, bandwidth):
     (["--workers", "-1"], "--workers must be >= 0"),
     (["--model", "vgg"], "invalid choice: 'vgg'"),
     (["--stage-timeout", "0"], "--stage-timeout must be > 0"),
+    (["--run-seconds", "-1"], "--run-seconds must be >= 0"),
     (["--scaling-batches", "0", "16"], "--scaling-batches must all be >= 1"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, args, says):
