@@ -37,6 +37,8 @@ class Options:
                             "model stages")
     run_seconds: float = option(0.5, "a pipeline-stage run repeats whole passes until it has lasted "
                                      "this long (at least one pass)")
+    model_repeats: int = option(0, "timed rounds of the model stages (default: --repeats on a GPU, 2 on a "
+                                   "CPU, where a step of 512 takes ~5 s)")
     model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, "
                                  "1 on a CPU)")
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
@@ -54,6 +56,7 @@ class Options:
             (self.workers < 0, f"--workers must be >= 0 (got {self.workers})"),
             (self.repeats < 1, f"--repeats must be >= 1 (got {self.repeats})"),
             (self.warmup < 0, f"--warmup must be >= 0 (got {self.warmup})"),
+            (self.model_repeats < 0, f"--model-repeats must be >= 0 (got {self.model_repeats})"),
             (self.model_steps < 0, f"--model-steps must be >= 0 (got {self.model_steps})"),
             (self.run_seconds < 0, f"--run-seconds must be >= 0 (got {self.run_seconds})"),
             (self.stage_timeout <= 0, f"--stage-timeout must be > 0 (got {self.stage_timeout})"),

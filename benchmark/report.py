@@ -65,8 +65,9 @@ def tables(report: dict) -> str:
             f"{c['precision']}, loaders emit {c['loader_dtype']} (DataLoader float32)"
             f"{', channels-last' if c['channels_last'] else ''}\n"
             f"{d['images']:,} {d['source']} images per pass | "
-            f"{c['warmup']} warm-up + {c['repeats']} timed runs, interleaved; model stages "
-            f"{c['model_steps']} steps per run | {c['workers']} DataLoader workers")
+            f"{c['warmup']} warm-up + {c['repeats']} timed runs of >= {c['run_seconds']:g} s, interleaved; "
+            f"model stages {c['model_repeats']} rounds of {c['model_steps']} steps | "
+            f"{c['workers']} DataLoader workers")
     stages = markdown(["img/s", "median", "min", "max", "cpu/wall"],
                       [[LABELS[k], *(f"{res[k][s]:,.0f}" for s in ("median", "min", "max")),
                         f"{res[k]['cpu_per_wall']:.2f}"] for k in PIPELINES + MODELS if k in res])

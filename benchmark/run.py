@@ -59,7 +59,9 @@ def bench(opts: Options):
 
 def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape) -> dict:
     """The report before anything is measured: what runs where, on what."""
-    steps = opts.model_steps or (n // cfg.batch_size if device.type == "cuda" else 1)
+    gpu = device.type == "cuda"
+    steps = opts.model_steps or (n // cfg.batch_size if gpu else 1)
+    rounds = opts.model_repeats or (opts.repeats if gpu else min(opts.repeats, 2))
     return dict(
         device={**report.describe_device(device),
                 **limits.hardware(report.describe_device(device)["name"], device.type == "cuda")},
@@ -68,7 +70,8 @@ def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape)
                     loader_dtype=str(dtype).removeprefix("torch."), dataloader_dtype="float32",
                     channels_last=cfg.channels_last, compile=cfg.compile, workers=opts.workers,
                     torch_threads=torch.get_num_threads(), repeats=opts.repeats, warmup=opts.warmup,
-                    model_steps=steps, seed=cfg.seed, stage_timeout=opts.stage_timeout),
+                    run_seconds=opts.run_seconds, model_repeats=rounds, model_steps=steps, seed=cfg.seed,
+                    stage_timeout=opts.stage_timeout),
         data=dict(source=source, synthetic=bool(opts.synthetic), images=n, available=available,
                   image_shape=list(shape)),
         results={}, memory=dict(host_rss_peak_mb_after={}), scaling=None, failed=None)
@@ -93,9 +96,10 @@ def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, p
     results.update(stages.pipelines(built, deadlines, warmup=opts.warmup, repeats=opts.repeats,
                                     seconds=opts.run_seconds, sync=sync, progress=progress))
     doc["memory"]["host_rss_peak_mb_after"]["pipelines"] = report.peak_rss_mb()
+    c = doc["config"]
     found, flops_per_image = stages.models(
-        built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup, repeats=opts.repeats,
-        steps_per_run=doc["config"]["model_steps"], sync=sync, progress=progress)
+        built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup, repeats=c["model_repeats"],
+        steps_per_run=c["model_steps"], sync=sync, progress=progress)
     results.update(found)
     doc["memory"]["host_rss_peak_mb_after"]["models"] = report.peak_rss_mb()
     del built

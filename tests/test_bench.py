@@ -52,6 +52,7 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
     assert all(report["versions"].values())
     config = report["config"]
     assert (config["batch_size"], config["workers"], config["repeats"], config["model_steps"]) == (8, 1, 2, 1)
+    assert config["model_repeats"] == 2 and config["run_seconds"] == 0
     assert config["precision"] == "bf16" and config["loader_dtype"] == "float32" and config["channels_last"]
     assert report["data"]["synthetic"] is True and "synthetic" in report["data"]["source"]
     assert report["data"]["images"] == 8
@@ -160,6 +161,7 @@ def test_peaks_by_device_name(name, gpu, peak, bandwidth):
     (["--model", "vgg"], "invalid choice: 'vgg'"),
     (["--stage-timeout", "0"], "--stage-timeout must be > 0"),
     (["--run-seconds", "-1"], "--run-seconds must be >= 0"),
+    (["--model-repeats", "-1"], "--model-repeats must be >= 0"),
     (["--scaling-batches", "0", "16"], "--scaling-batches must all be >= 1"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, args, says):
