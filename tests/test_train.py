@@ -61,7 +61,7 @@ def test_help_shows_every_option_with_its_default(capsys):
     for flag in ("--ema EMA", "--tta, --no-tta", "--grad-noise", "--batch-ramp", "--zero-init-residual",
                  "--norm-bias-decay", "--label-smoothing"):
         assert flag in text
-    assert "label smoothing (default 0.1)" in text and "(default 20)" in text
+    assert "label smoothing (default 0.0)" in text and "(default 20)" in text
 
 
 # ------------------------------------------------------------------------------ optimizers, schedules
@@ -89,13 +89,13 @@ def test_every_optimizer_trains_and_changes_weights(optimizer):
     assert opt.param_groups[0]["lr"] == config.DEFAULT_LR[optimizer]
 
 
-def test_batchnorm_and_biases_are_not_decayed_unless_asked():
+def test_batchnorm_and_biases_can_be_kept_out_of_weight_decay():
     model = nets.create("resnet18")
-    decayed, free = parameter_groups(config.build({}), model)
+    decayed, free = parameter_groups(config.build({"norm_bias_decay": False}), model)
     assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0
     assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights
     assert len(free["params"]) == sum(1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)) * 2 + 1
-    everything = parameter_groups(config.build({"norm_bias_decay": True}), model)
+    everything = parameter_groups(config.build({}), model)  # the default: decay on everything
     assert len(everything[0]["params"]) == len(list(model.parameters())) and not everything[1]["params"]
 
 

@@ -33,8 +33,9 @@ def precision(cfg: Config, device) -> Precision:
 
 
 def parameter_groups(cfg: Config, model) -> list:
-    """Weight decay on the conv and linear weights; BatchNorm scales and shifts and the biases are not
-    decayed unless asked (decaying them only shrinks what the next layer rescales anyway)."""
+    """Weight decay on every parameter, or with --no-norm-bias-decay on the conv and linear weights only
+    (BatchNorm scales and shifts and the biases are then free: decaying them shrinks what the next
+    layer rescales anyway, the argument of Goyal et al. 2017 for leaving them out)."""
     decayed, free = [], []
     for p in model.parameters():
         (decayed if p.ndim > 1 or cfg.norm_bias_decay else free).append(p)
