@@ -15,9 +15,11 @@ curves in --png. Results: BENCHMARKS.md.
 Each pipeline stage is --warmup untimed runs then --repeats timed ones, a run being whole passes over
 the images lasting at least --run-seconds; the model stages share --warmup untimed steps, then take
 turns for --model-repeats rounds of --model-steps steps. Stages take turns round by round, so a busy
-spell on the machine hits them alike; the figures are the median, min and max of the runs. The defaults follow the device: on a GPU the whole set and an epoch of steps per run; on a CPU
-10,240 images and 1 step per run (ResNet18 trains at ~95 img/s on 2 cores): about 80 s on 2 idle
-cores, much longer when other processes take them; --scaling adds about 2 minutes there.
+spell on the machine hits them alike; the figures are the median, min and max of the runs.
+The defaults follow the device: on a GPU the whole set, an epoch of steps per run and --repeats
+rounds; on a CPU 10,240 images, 1 step per run and 2 rounds (ResNet18 trains at ~90 img/s on 2
+cores): about 70 s on 2 idle cores, much longer when other processes take them; --scaling adds
+about 80 s there.
 A stage that takes longer than --stage-timeout fails, named; the run then exits 1 with the figures
 measured so far in --json. Bad flags or missing data: one line, exit 2.
 """

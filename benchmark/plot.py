@@ -31,12 +31,17 @@ def colour(stage: str) -> str:
     return next((v for k, v in COLOURS.items() if stage.endswith(k)), COLOURS["model"])
 
 
+def spread(figures: list) -> tuple:
+    """The medians, and their distances down to the min and up to the max (matplotlib's yerr)."""
+    medians = [f["median"] for f in figures]
+    return medians, [[m - f["min"] for f, m in zip(figures, medians)],
+                     [f["max"] - m for f, m in zip(figures, medians)]]
+
+
 def bars(ax, results: dict, stages: list, title: str, log: bool = False, tax: dict | None = None):
-    medians = [results[k]["median"] for k in stages]
-    spread = [[m - results[k]["min"] for k, m in zip(stages, medians)],
-              [results[k]["max"] - m for k, m in zip(stages, medians)]]
+    medians, whiskers = spread([results[k] for k in stages])
     labels = [LABELS[k].replace("  ", "\n").replace(" (", "\n(") for k in stages]
-    ax.bar(labels, medians, yerr=spread, capsize=4, color=[colour(k) for k in stages])
+    ax.bar(labels, medians, yerr=whiskers, capsize=4, color=[colour(k) for k in stages])
     for i, (k, m) in enumerate(zip(stages, medians)):
         loader = k.removeprefix("e2e_")
         note = f"\ntax {tax[loader]:.1%}" if tax and loader in tax else ""
@@ -51,13 +56,14 @@ def bars(ax, results: dict, stages: list, title: str, log: bool = False, tax: di
 def curves(ax, per_loader: dict, xlabel: str, log: bool = False):
     for name, points in per_loader.items():
         xs = sorted(points)
-        ax.plot(xs, [points[x]["median"] for x in xs], marker="o", color=COLOURS[name], label=NAMES[name])
+        medians, whiskers = spread([points[x] for x in xs])
+        ax.errorbar(xs, medians, yerr=whiskers, capsize=3, marker="o", color=COLOURS[name], label=NAMES[name])
     if log:
         ax.set_xscale("log", base=2)
     ticks = sorted({x for points in per_loader.values() for x in points})
     ax.set_xticks(ticks, [str(x) for x in ticks])
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("images/s, loader alone")
-    ax.legend()
+    ax.set_ylabel("images/s, loader alone (median; min-max)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8)  # below: no curve hidden
     ax.set_title(f"cost growth: images/s against {xlabel.split(' (')[0]}")
