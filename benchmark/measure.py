@@ -40,7 +40,7 @@ class Deadline:
     def __exit__(self, kind, error, trace):
         self.watchdog.cancel()
         self.spent += time.monotonic() - self.started
-        if error is not None and not isinstance(error, StageOverrun) and self.spent > self.limit:
+        if isinstance(error, Exception) and not isinstance(error, StageOverrun) and self.spent > self.limit:
             raise StageOverrun(self.stage, self.limit) from error  # e.g. the DataLoader's own timeout
 
     def check(self):

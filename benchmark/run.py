@@ -35,7 +35,7 @@ def bench(opts: Options):
     rng.seed_everything(cfg.seed)
     dtype = precision(cfg, device).loader_dtype
     doc = header(opts, cfg, device, dtype, source, n, len(labels), images.shape[1:])
-    doc["device"]["load_average_start"] = load_start
+    doc["device"]["load_average_start"] = load_start  # other processes on the machine skew the figures
     deadline = partial(Deadline, limit=opts.stage_timeout, on_stuck=partial(stuck, doc, opts.json, started))
     build = partial(build_loader, opts, cfg, device, dtype, images[:n], labels[:n])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -59,12 +59,11 @@ def bench(opts: Options):
 
 def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape) -> dict:
     """The report before anything is measured: what runs where, on what."""
-    gpu = device.type == "cuda"
+    gpu, described = device.type == "cuda", report.describe_device(device)
     steps = opts.model_steps or (n // cfg.batch_size if gpu else 1)
     rounds = opts.model_repeats or (opts.repeats if gpu else min(opts.repeats, 2))
     return dict(
-        device={**report.describe_device(device),
-                **limits.hardware(report.describe_device(device)["name"], device.type == "cuda")},
+        device={**described, **limits.hardware(described["name"], gpu)},
         versions=report.versions(),
         config=dict(model=cfg.model, batch_size=cfg.batch_size, precision=cfg.precision,
                     loader_dtype=str(dtype).removeprefix("torch."), dataloader_dtype="float32",
