@@ -9,8 +9,10 @@ train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
 # pytest exits 5 when it collects nothing: that fails here too, as any non-zero exit does.
+# One worker per core (every test runs one thread); --dist loadscope keeps a module on one worker, so
+# a module's shared run (the gpu-check smoke, the torchrun pair) is made once.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q -n auto --dist loadscope tests $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench.py $(ARGS)

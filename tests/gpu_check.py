@@ -40,6 +40,7 @@ Python 3.12, no DALI, no grad-cam, no network, 64 MiB per call, given back after
  3. Put the JSON's figures (device name included) into BENCHMARKS.md.
 """
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -78,8 +79,33 @@ class Stopped(Exception):
     """SIGTERM or SIGINT, e.g. from an outer time limit: the running step is killed and recorded."""
 
 
-def stop_on_signal(signum, frame):
-    raise Stopped(f"stopped by signal {signum}")
+class StopSignals:
+    """SIGTERM and SIGINT raise Stopped, except while a child is being started: then the signal waits
+    until the child is recorded, so that the step's clean-up sees it and kills it (a signal between
+    Popen and its recording left train.py running unseen)."""
+
+    def __init__(self):
+        self.holding, self.pending = False, None
+
+    def handle(self, signum, frame):
+        if self.holding:
+            self.pending = signum
+        else:
+            raise Stopped(f"stopped by signal {signum}")
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        signum, self.pending = self.pending, None
+        if signum is not None:
+            raise Stopped(f"stopped by signal {signum}")
+
+
+SIGNALS = StopSignals()
 
 
 # --------------------------------------------------------------------------- command line
@@ -124,9 +150,9 @@ class Step:
 
     def start(self, command) -> subprocess.Popen:
         command = [str(c) for c in command]
-        self.commands.append({"command": shlex.join(command), "exit": None, "seconds": None})
-        self._started = time.monotonic()
-        with open(self.log, "a") as log:
+        with SIGNALS.held(), open(self.log, "a") as log:
+            self.commands.append({"command": shlex.join(command), "exit": None, "seconds": None})
+            self._started = time.monotonic()
             log.write(f"$ {shlex.join(command)}\n")
             log.flush()
             # Own process group: a timeout kills torchrun's workers and DALI's threads with it.
@@ -521,8 +547,8 @@ def main(argv=None) -> int:
     logs = check.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     statuses = []
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    signal.signal(signal.SIGINT, stop_on_signal)
+    signal.signal(signal.SIGTERM, SIGNALS.handle)
+    signal.signal(signal.SIGINT, SIGNALS.handle)
     for name in (s for s in STEPS if s in args.steps):
         print(f"== {name} ...", flush=True)
         limit = SMOKE_LIMIT if args.smoke else GPU_LIMITS[name]

