@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 import pipeline
+from common import device as devices
 from pipeline.augment_spec import CUTOUT, PAD
 
 NAMES = {"dali": "DALI", "torch_ops": "torch ops", "dataloader": "DataLoader"}
@@ -34,7 +35,7 @@ def build(name: str, images, labels, *, batch_size: int, seed: int, device, dtyp
           threads: int, timeout: float):
     """Loader `name` over the images; threads: DALI's threads or the DataLoader's workers (the torch-ops
     loader uses torch's intra-op threads, set by the caller); timeout: the DataLoader's wait per batch."""
-    gpu = device.index if device.type == "cuda" else None
+    gpu = devices.dali_id(device)
     common = dict(mean=pipeline.MEAN, std=pipeline.STD, batch_size=batch_size, seed=seed, device_id=gpu,
                   dtype=dtype, channels_last=channels_last)
     if name == "dali":

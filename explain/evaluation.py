@@ -6,6 +6,7 @@ from torch import nn
 
 import nets
 import pipeline
+from common import device as devices
 from nets import checkpoint
 from training.step import logits_of
 
@@ -45,7 +46,7 @@ def test_loader(data: pipeline.Dataset, state: dict, limit: int, device):
     """(loader, labels) of the test set, or of its first `limit` images, normalised as in training."""
     items, labels = (a[:limit or None] for a in data.test)
     loader = data.eval_loader(items, labels, mean=tuple(state["mean"]), std=tuple(state["std"]),
-                              batch_size=EVAL_BATCH, device_id=device.index, dtype=torch.float32,
+                              batch_size=EVAL_BATCH, device_id=devices.dali_id(device), dtype=torch.float32,
                               channels_last=state["config"].get("channels_last", True))
     return loader, labels
 

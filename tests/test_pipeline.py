@@ -223,3 +223,11 @@ def test_broken_batch_through_train_py_exits_2_without_traceback(cifar_dir, tmp_
     damage(cifar_dir, "truncated")
     err = fails(train.main, ["--data-dir", cifar_dir, "--out", tmp_path / "run", "--device", "cpu"], capsys)
     assert "data_batch_3 is truncated" in err and not (tmp_path / "run").exists()
+
+
+def test_dali_device_id_of_every_torch_device():
+    """The one mapping from a torch device to DALI's device_id: a bare "cuda" is GPU 0, not the CPU."""
+    from common.device import dali_id
+    assert dali_id(torch.device("cpu")) is None
+    assert dali_id(torch.device("cuda")) == 0
+    assert dali_id(torch.device("cuda", 3)) == 3

@@ -2,6 +2,7 @@
 import numpy as np
 
 import pipeline
+from common import device as devices
 
 from .config import Config
 from .distributed import Process
@@ -23,8 +24,8 @@ def split(cfg: Config, data: pipeline.Dataset) -> dict:
 
 def loader_options(cfg: Config, data: pipeline.Dataset, process: Process, dtype) -> dict:
     """What every loader of the run shares: normalisation, batch, device, dtype, layout, shard."""
-    gpu = process.device.index if process.device.type == "cuda" else None
-    return dict(mean=data.mean, std=data.std, batch_size=cfg.batch_size, device_id=gpu, dtype=dtype,
+    return dict(mean=data.mean, std=data.std, batch_size=cfg.batch_size,
+                device_id=devices.dali_id(process.device), dtype=dtype,
                 channels_last=cfg.channels_last, shard_id=process.rank, num_shards=process.world)
 
 

@@ -16,8 +16,9 @@ class EMA:
         self.decay = decay
         self.model = copy.deepcopy(model).requires_grad_(False)  # starts at the initial weights
         pairs = list(zip(self._tensors(self.model), self._tensors(model)))
-        self._floats = [list(t) for t in zip(*[(a, b) for a, b in pairs if a.is_floating_point()])]
-        self._counts = [(a, b) for a, b in pairs if not a.is_floating_point()]  # num_batches_tracked
+        self._averaged = [mine for mine, _ in pairs if mine.is_floating_point()]
+        self._followed = [theirs for mine, theirs in pairs if mine.is_floating_point()]
+        self._counts = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]  # BN counts
 
     @staticmethod
     def _tensors(model: nn.Module) -> list:
@@ -30,7 +31,7 @@ class EMA:
     def update(self, step: int):
         """After training step `step` (0-based): ema = d * ema + (1 - d) * weights, d = decay_at(step),
         for every tensor in one fused call."""
-        torch._foreach_lerp_(self._floats[0], self._floats[1], 1 - self.decay_at(step))
+        torch._foreach_lerp_(self._averaged, self._followed, 1 - self.decay_at(step))
         for mine, theirs in self._counts:
             mine.copy_(theirs)
 

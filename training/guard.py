@@ -69,7 +69,7 @@ class Guard:
             raise Diverged(f"the training loss became non-finite at epoch {epoch + 1}, step {bad + 1}: "
                            f"lower --lr (was {self.lr:.3g}); {kept}")
 
-    def check_models(self, models: list, metrics: dict, epoch: int, kept: str):
+    def check_models(self, models, metrics: dict, epoch: int, kept: str):
         """Before a checkpoint: every parameter and buffer finite (the weights and their EMA), every
         evaluation loss too."""
         names = [name for model in models for name in nonfinite(model)]

@@ -40,6 +40,10 @@ class Run:
     lr_steps: list = field(default_factory=list)  # the LR of every step so far
     best_val_acc: float | None = None
 
+    def models(self) -> dict:
+        """The weights a run evaluates and checks, by metric prefix: the raw ones and their EMA."""
+        return {"": self.model, **({"ema_": self.ema.model} if self.ema else {})}
+
     def restore(self, saved: dict):
         """Everything but the optimizer and the schedule (restore_schedule), which need the batch size."""
         self.model.load_state_dict(saved["model"])
@@ -116,7 +120,7 @@ def fit(cfg: Config, resumed: dict | None = None):
                 interrupted(run, cfg, data, guard, epoch, {"sums": distributed.total(sums),
                                                            "seconds": seconds}, process.main)
             metrics = evaluate_all(run, evals, autocast, process.device, cfg.tta)
-            guard.check_models([model, *([run.ema.model] if run.ema else [])], metrics, epoch, kept)
+            guard.check_models(run.models().values(), metrics, epoch, kept)
             end_epoch(run, cfg, epoch, distributed.total(sums), metrics, seconds, len(parts["train"][1]),
                       process.world)
             if process.main:
@@ -184,9 +188,8 @@ def train_one_epoch(run: Run, cfg: Config, loader, train, guard: Guard, process)
 def evaluate_all(run: Run, loaders: dict, autocast, device, tta: bool) -> dict:
     """Loss and accuracy of each held-out part ("test", "val"), every image exactly once, summed over
     ranks; for the EMA weights too ("ema_test", "ema_val")."""
-    models = {"": run.model, **({"ema_": run.ema.model} if run.ema else {})}
     metrics = {}
-    for prefix, model in models.items():
+    for prefix, model in run.models().items():
         distributed.share_buffers(model)  # every rank evaluates the BatchNorm statistics rank 0 saves
         for name, loader in loaders.items():
             loss, correct, count = distributed.total(evaluate(model, loader, autocast, device, tta))
@@ -236,8 +239,7 @@ def save(run: Run, cfg: Config, data, best: bool = False):
 
 def interrupted(run: Run, cfg: Config, data, guard: Guard, epoch: int, partial: dict, main: bool):
     """A signal: save the step reached (every rank stopped at the same one) and exit 128 + signal."""
-    models = [run.model, *([run.ema.model] if run.ema else [])]
-    guard.check_models(models, {}, epoch, f"{Path(cfg.out) / 'last.pt'} still holds epoch {epoch}")
+    guard.check_models(run.models().values(), {}, epoch, f"{Path(cfg.out) / 'last.pt'} still holds epoch {epoch}")
     run.partial = partial
     if main:
         save(run, cfg, data)
