@@ -54,6 +54,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from tests/: the project's common/ (no torch, no DALI)
+
+from common import cli  # noqa: E402
+from common.cli import Parser, UsageError  # noqa: E402
+from common.files import write_text  # noqa: E402
+from common.tables import row  # noqa: E402
+
 STEPS = ("env", "tests", "short", "bench", "full")
 # Time boxes on a GPU, in seconds: each fits the device machine's 10 minutes a command.
 GPU_LIMITS = {"env": 180, "tests": 540, "short": 420, "bench": 540, "full": 560}
@@ -61,10 +68,6 @@ SMOKE_LIMIT = 900  # per step on a CPU: generous, so that a loaded CI machine ne
 # For tests of the check itself: steps named here get a --data-dir that does not exist, so they fail.
 MISSING_DATA_VAR = "GPU_CHECK_MISSING_DATA"
 TAIL_CHARS = 3000
-
-
-class UsageError(Exception):
-    """Bad input: one line on stderr, exit 2."""
 
 
 class StepFailed(Exception):
@@ -109,11 +112,6 @@ SIGNALS = StopSignals()
 
 
 # --------------------------------------------------------------------------- command line
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def parse(argv) -> argparse.Namespace:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # the recipe too
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (no GPU needed)")
@@ -395,8 +393,8 @@ def step_short(check: Check, step: Step):
 
 def read_metrics(path: Path) -> list:
     with open(path, newline="") as f:
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in r.items() if v != ""}
+                for r in csv.DictReader(f)]
 
 
 def step_bench(check: Check, step: Step):
@@ -467,9 +465,7 @@ def load_results(path: Path) -> dict:
 def save_results(path: Path, results: dict):
     """Whole or not at all (temp file + rename): the check may be killed at its command's time limit."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(results, indent=2) + "\n")
 
 
 def key_figures(name: str, r: dict) -> str:
@@ -502,9 +498,8 @@ def table(results: dict) -> str:
         except (KeyError, TypeError, ValueError) as e:  # a script's output changed: the JSON still has it
             figures = f"in the JSON (no summary: {type(e).__name__} {e})"
         rows.append([name, r["mode"], r["status"], f"{r['seconds']:.1f}", figures])
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
-                                row[3].rjust(widths[3]), row[4]]) for row in rows)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] + [0]  # the figures: as long as they are
+    return "\n".join(row(r, widths, first_left=True) for r in rows)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -568,10 +563,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.run(lambda: sys.exit(main()))
     except Stopped as e:  # between two steps: every finished step is already saved
         print(f"gpu_check: {e}", file=sys.stderr)
         sys.exit(1)
