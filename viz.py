@@ -7,7 +7,6 @@
 It never trains and writes nothing outside --out. The test set goes through the DALI eval pipeline with
 the checkpoint's normalisation, as in training; the model is rebuilt uncompiled, in float32.
 """
-import argparse
 import json
 import sys
 import time
@@ -59,10 +58,7 @@ class Options:
 
 
 def parse_args(argv) -> Options:
-    parser = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        argument_default=argparse.SUPPRESS)
-    cli.add_options(parser, Options)
-    opts = Options(**vars(parser.parse_args(argv)))
+    opts = Options(**cli.parse(Options, argv, __doc__))
     opts.check()
     return opts
 

@@ -1,12 +1,12 @@
 """bench.py's options, declared once: the training options it shares come from training's Config
 (same flag, help and default), the rest are declared here."""
-import argparse
 import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import Parser, UsageError, add_options, option
+from common import cli
+from common.cli import UsageError, option
 from training.config import Config
 
 CPU_IMAGES = 10_240  # images per pipeline pass on a CPU: 20 batches of 512
@@ -74,9 +74,6 @@ class Options:
 
 
 def parse(argv, description: str) -> Options:
-    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    argument_default=argparse.SUPPRESS)
-    add_options(parser, Options)
-    opts = Options(**vars(parser.parse_args(argv)))
+    opts = Options(**cli.parse(Options, argv, description))
     opts.check()
     return opts

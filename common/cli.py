@@ -56,3 +56,12 @@ def add_options(parser: argparse.ArgumentParser, cls):
         # A help text that explains its own default, or an empty default, shows nothing more.
         help_text = text if "default" in text or f.default == "" else f"{text} (default {shown})"
         parser.add_argument(f"--{f.name.replace('_', '-')}", help=help_text, **kw)
+
+
+def parse(cls, argv, description: str = "") -> dict:
+    """The options of the dataclass cls given in argv, by field name; flags not given are absent (so
+    the defaults stay the dataclass's, or a checkpoint's). The scripts' one parser."""
+    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    argument_default=argparse.SUPPRESS)
+    add_options(parser, cls)
+    return vars(parser.parse_args(argv))

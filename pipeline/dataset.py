@@ -3,6 +3,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import numpy as np
+
 from .cifar import load_cifar10
 from .folder import open_folder
 from .loader import eval_loader, train_loader
@@ -34,3 +36,19 @@ def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True
                                   "using it as given")
     return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes,
                    c.mean, c.std, c.train_images.shape[1], train_loader, eval_loader, note)
+
+
+def subset(labels, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of n of the labels (all of them when n is 0 or too large), every class kept in
+    its share: each class's items in a seeded random order, the classes interleaved by how far
+    through their own list an item is. A limit of a class-sorted list (image folders) keeps the mix."""
+    labels = np.asarray(labels)
+    if not n or n >= len(labels):
+        return np.arange(len(labels))
+    order = np.random.default_rng(seed).permutation(len(labels))
+    ranked = labels[order]
+    position = np.empty(len(order))  # an item's place within its class, as a fraction of the class
+    for c in np.unique(ranked):
+        where = np.flatnonzero(ranked == c)
+        position[where] = np.arange(len(where)) / len(where)
+    return np.sort(order[np.argsort(position, kind="stable")[:n]])

@@ -10,7 +10,8 @@ import torch
 import nets
 import pipeline
 from common import device as devices
-from common.cli import Parser, UsageError, add_options, option
+from common import cli
+from common.cli import UsageError, option
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
@@ -109,10 +110,7 @@ RUNTIME = {"resume", "device", "data_dir", "out", "compile"}
 
 def parse(argv, description: str = "") -> dict:
     """Only the options given on the command line (the rest come from Config or the checkpoint)."""
-    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    argument_default=argparse.SUPPRESS)
-    add_options(parser, Config)
-    given = vars(parser.parse_args(argv))
+    given = cli.parse(Config, argv, description)
     if given.get("lr") == "auto":
         given.update(lr=0.0, lr_auto=True)
     return given
