@@ -8,6 +8,8 @@ from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, Sc
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from common.cli import UsageError
+
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM,
            "scorecam": ScoreCAM, "ablationcam": AblationCAM}
 GRADIENT_FREE = ("scorecam", "ablationcam")  # a forward pass per channel of the layer: slow on a CPU
@@ -26,3 +28,12 @@ def cams(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes, meth
     if out is None:  # the library's __exit__ swallows an IndexError and returns nothing
         raise RuntimeError(f"{method} failed on {len(images)} images")
     return out
+
+
+def check_methods(names) -> list:
+    """The method names, each once, in order ("a,b" counts as two); UsageError naming any unknown."""
+    names = list(dict.fromkeys(m for text in names for m in text.split(",") if m))
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise UsageError(f"--method {' '.join(unknown)}: choose from {', '.join(METHODS)}")
+    return names

@@ -1,16 +1,22 @@
-"""The checkpoint's model and data, and one pass over the test set through the same DALI eval
-pipeline and normalisation as training."""
+"""The checkpoint's model and data, and one pass over the test set (or a class-balanced part of it)
+through the same DALI eval pipeline and normalisation as training."""
+import sys
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 import nets
 import pipeline
 from common import device as devices
+from common.cli import UsageError
 from nets import checkpoint
 from training.step import logits_of
 
 EVAL_BATCH = 256
+SUBSET_SEED = 0  # --limit-test's images: the same seed as training's, so both evaluate the same ones
 
 
 def weights_of(state: dict) -> str:
@@ -42,34 +48,72 @@ def open_data(state: dict, data_dir: str) -> pipeline.Dataset:
     return data
 
 
-def test_loader(data: pipeline.Dataset, state: dict, limit: int, device):
-    """(loader, labels) of the test set, or of its first `limit` images, normalised as in training."""
-    items, labels = (a[:limit or None] for a in data.test)
-    loader = data.eval_loader(items, labels, mean=tuple(state["mean"]), std=tuple(state["std"]),
-                              batch_size=EVAL_BATCH, device_id=devices.dali_id(device), dtype=torch.float32,
-                              channels_last=state["config"].get("channels_last", True))
-    return loader, labels
+def check_limit(limit: int):
+    if limit < 0:
+        raise UsageError(f"--limit-test must be >= 0 (got {limit})")
+
+
+def test_index(data: pipeline.Dataset, limit: int) -> np.ndarray:
+    """Test-set positions to evaluate: all, or `limit` of them keeping every class's share."""
+    return pipeline.subset(data.test[1], limit, seed=SUBSET_SEED)
+
+
+def test_loader(data: pipeline.Dataset, state: dict, index: np.ndarray, device):
+    """A loader over the test images at `index`, in that order, normalised as in training."""
+    items, labels = data.test
+    return data.eval_loader(items[index], labels[index], mean=tuple(state["mean"]), std=tuple(state["std"]),
+                            batch_size=EVAL_BATCH, device_id=devices.dali_id(device), dtype=torch.float32,
+                            channels_last=state["config"].get("channels_last", True))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What the model said about some test images: softmax outputs, true labels, test-set positions."""
+    index: np.ndarray   # each image's position in the whole test set ("test #i")
+    labels: np.ndarray
+    probs: np.ndarray   # N x classes
+
+    def __len__(self):
+        return len(self.labels)
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def conf(self) -> np.ndarray:
+        return self.probs.max(1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.preds == self.labels).mean()) if len(self) else 0.0
+
+    def take(self, rows) -> "Predictions":
+        return Predictions(self.index[rows], self.labels[rows], self.probs[rows])
+
+    def wrong(self, n: int) -> "Predictions":
+        """The first n misclassified, in test order."""
+        return self.take(np.flatnonzero(self.preds != self.labels)[:n])
+
+    def right(self, n: int) -> "Predictions":
+        return self.take(np.flatnonzero(self.preds == self.labels)[:n])
 
 
 @torch.inference_mode()
-def predict(model, loader, tta: bool) -> tuple:
-    """Softmax outputs (N x classes) and labels of every test image, in test-set order; with tta the
-    mirror images' logits are averaged in, as training's evaluation did."""
+def predict(model, loader, index: np.ndarray, tta: bool) -> Predictions:
+    """One pass: every image's softmax output, in loader order; with tta the mirror images' logits are
+    averaged in, as training's evaluation did. A progress bar where one shows cleanly (a terminal, a
+    notebook), none in a log."""
     probs, labels = [], []
-    for x, y in loader:
+    for x, y in tqdm(loader, desc="test pass", unit="batch", leave=False, disable=None, file=sys.stdout):
         probs.append(logits_of(model, x.float(), tta).softmax(1).cpu())
         labels.append(y.cpu())
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return Predictions(index, torch.cat(labels).numpy(), torch.cat(probs).numpy())
 
 
-def gather(loader, index) -> torch.Tensor:
-    """The normalised images at test-set positions `index`, in that order (one more pass)."""
-    wanted, found, start = set(map(int, index)), {}, 0
-    for x, _ in loader:
-        for i in wanted.intersection(range(start, start + len(x))):
-            found[i] = x[i - start].float().clone()  # a copy: a view would keep its whole batch alive
-        start += len(x)
-    return torch.stack([found[int(i)] for i in index])
+def images(data: pipeline.Dataset, state: dict, index: np.ndarray, device) -> torch.Tensor:
+    """The normalised test images at `index` (a few), in that order, on `device`."""
+    return torch.cat([x.float() for x, _ in test_loader(data, state, index, device)]).to(device)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

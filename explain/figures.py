@@ -1,6 +1,7 @@
 """Pictures: grids of images and CAM overlays, the training curves, the confusion matrix.
-matplotlib's Figure without pyplot: no global figures, no GUI backend."""
-from pathlib import Path
+matplotlib's Figure without pyplot: no global figures, no GUI backend. Each function returns its
+Figure: a notebook shows it inline, viz.py saves it."""
+import math
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ def overlay(pixels: torch.Tensor, cam: np.ndarray, title: str) -> tuple:
     return show_cam_on_image(hwc(pixels), cam, use_rgb=True), title
 
 
-def grid(rows: list, path: Path, title: str, cam_bar=True, cell=2.0):
+def grid(rows: list, title: str, cam_bar=True, cell=2.0) -> Figure:
     """A table of images: rows of (image HWC, title) cells, None for a gap; a colour bar for overlays."""
     cols = max(len(r) for r in rows)
     widths = [0.12 if c is None else 1 for c in rows[0] + [0] * (cols - len(rows[0]))]  # gaps are narrow
@@ -38,7 +39,7 @@ def grid(rows: list, path: Path, title: str, cam_bar=True, cell=2.0):
         bar.ax.set_title("CAM", fontsize=9)
         title += "\n(each map scaled to [0, 1]; an empty map has no positive evidence)"
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path)
+    return fig
 
 
 def wrap(groups: list, per_row: int) -> list:
@@ -52,24 +53,33 @@ def wrap(groups: list, per_row: int) -> list:
     return rows
 
 
-def plot_curves(history: list, lr_steps: list, path: Path):
-    """Loss (log scale) and accuracy per epoch; the LR of every step (OneCycle's shape, plateau's cuts)."""
+def decimals(low: float) -> int:
+    """Decimals that show `low`, the smallest loss on an axis, to two significant digits: every loss
+    label then has as many, so 2.30 and 0.85 line up instead of 2.3 and 0.8512."""
+    return max(1, 1 - math.floor(math.log10(low))) if low > 0 else 1
+
+
+def plot_curves(history: list, lr_steps: list) -> Figure:
+    """Loss (log scale) and accuracy per epoch; the LR of every step (OneCycle's shape, plateau's cuts).
+    The final test accuracies are in the legend, where no point can hide them."""
     fig = Figure(figsize=(15, 4.2), layout="constrained", dpi=110)
     loss, acc, lr = fig.subplots(1, 3)
     epochs = [r["epoch"] for r in history]
+    ema = bool(history) and "ema_test_acc" in history[0]
+    names = {"train": "train", "val": "validation", "test": "test, raw weights" if ema else "test",
+             "ema_test": "test, EMA weights"}
+    losses = []
     for split, style in (("train", "-o"), ("val", "--s"), ("test", "-s"), ("ema_test", ":^")):
         if history and f"{split}_loss" in history[0]:
-            label = split.replace("ema_test", "test, EMA weights")
-            loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=label)
-            acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=label)
-    if history:
-        final = history[-1]["test_acc"]
-        acc.annotate(f"final {final:.2%}", (history[-1]["epoch"], 100 * final), textcoords="offset points",
-                     xytext=(0, -16), ha="center", fontsize=8)
+            losses += [r[f"{split}_loss"] for r in history]
+            final = f" (final {history[-1][f'{split}_acc']:.2%})" if "test" in split else ""
+            loss.plot(epochs, losses[-len(history):], style, label=names[split])
+            acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=names[split] + final)
     lr.plot(range(1, len(lr_steps) + 1), lr_steps, color="tab:purple")
     loss.set(title="loss (log scale)", xlabel="epoch", yscale="log")
-    loss.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # 2.3, not 2.3 x 10^0
-    loss.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    tick = FormatStrFormatter(f"%.{decimals(min(losses, default=1))}f")  # 2.30, not 2.3 x 10^0
+    loss.yaxis.set_major_formatter(tick)
+    loss.yaxis.set_minor_formatter(tick)
     acc.set(title="accuracy (%)", xlabel="epoch", ylim=(0, 100))
     lr.set(title="learning rate of each step", xlabel="step")
     for ax in (loss, acc):
@@ -78,10 +88,10 @@ def plot_curves(history: list, lr_steps: list, path: Path):
     for ax in (loss, acc, lr):
         ax.grid(alpha=0.3)
     fig.suptitle("training history" if history else "training history: no finished epoch yet")
-    fig.savefig(path)
+    return fig
 
 
-def plot_confusion(matrix: np.ndarray, classes: list, path: Path):
+def plot_confusion(matrix: np.ndarray, classes: list) -> Figure:
     k = len(classes)
     fig = Figure(figsize=(1.5 + 0.55 * k, 1.2 + 0.5 * k), layout="constrained", dpi=110)
     ax = fig.subplots()
@@ -95,4 +105,4 @@ def plot_confusion(matrix: np.ndarray, classes: list, path: Path):
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (counts; colour: share of the row)")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.savefig(path)
+    return fig

@@ -1,24 +1,30 @@
-"""viz.py: every picture and the report from a checkpoint, CAMs, faithfulness, attacks, user mistakes."""
+"""viz.py and the explain API behind it: every picture and the report from a checkpoint, CAMs,
+faithfulness, attacks, accuracy lines that name their weights, user mistakes."""
 import contextlib
 import hashlib
 import io
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 import pipeline
 import viz
-from explain import attacks, cams, evaluation, faithfulness, layers
+from common.cli import UsageError, UserError
+from explain import Explanation, attacks, cams, evaluation, faithfulness, layers
 from explain.pixels import normalise, to_pixels
 from nets import checkpoint
 from tests.conftest import fails
 from training.step import logits_of
 
 N, LIMIT_TEST = 4, 120  # LIMIT_TEST: the shared run's --limit-test
+ACCURACY_LINE = re.compile(r"test accuracy (\d+\.\d\d)% on (\d+) images \((raw|EMA) weights, (no|flip) TTA\)")
 PICTURES = ("curves", "misclassified", "gradcam", "layers", "methods", "confusion", "adversarial")
 
 
@@ -40,6 +46,16 @@ def contents(run) -> dict:
     """Every file under the run directory but viz/, with a hash of its bytes."""
     return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(run.rglob("*")) if p.is_file() and p.relative_to(run).parts[0] != "viz"}
+
+
+def evaluated(data, n):
+    """The test-set positions viz.py evaluates with --limit-test n (as train.py's --limit-test)."""
+    return pipeline.subset(data.test_labels, n, seed=0)
+
+
+@pytest.fixture(scope="module")
+def explanation(trained_run):
+    return Explanation.load(trained_run / "last.pt", device="cpu", limit_test=LIMIT_TEST)
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +98,19 @@ def test_gallery_holds_the_first_n_misclassified_images(viz_run, subject):
     _, out, _ = viz_run
     model, data, state = subject
     summary = json.loads((out / "summary.json").read_text())
+    index = evaluated(data, LIMIT_TEST)
+    assert not np.array_equal(index, np.arange(LIMIT_TEST)), "a subset, not the first images"
     with torch.no_grad():  # as the run evaluated (with the mirror images if it used TTA)
-        x = normalised(data.test_images[:LIMIT_TEST], state["mean"], state["std"])
+        x = normalised(data.test_images[index], state["mean"], state["std"])
         probs = logits_of(model, x, state["config"]["tta"]).softmax(1)
-    labels = data.test_labels[:LIMIT_TEST]
+    labels = data.test_labels[index]
     wrong = np.flatnonzero(probs.argmax(1).numpy() != labels)
     assert N <= len(wrong) < LIMIT_TEST - N, "the fixture model makes some mistakes, not only mistakes"
     shown = summary["misclassified"]
-    assert [m["index"] for m in shown] == wrong[:N].tolist()
-    for m in shown:
-        i = m["index"]
-        assert m["true"] == data.classes[labels[i]] != m["predicted"] == data.classes[int(probs[i].argmax())]
-        assert m["confidence"] == pytest.approx(float(probs[i].max()), abs=1e-4)
+    assert [m["index"] for m in shown] == index[wrong[:N]].tolist()  # test-set indices, not positions
+    for m, k in zip(shown, wrong):
+        assert m["true"] == data.classes[labels[k]] != m["predicted"] == data.classes[int(probs[k].argmax())]
+        assert m["confidence"] == pytest.approx(float(probs[k].max()), abs=1e-4)
     assert summary["test_images"] == LIMIT_TEST
     assert summary["accuracy"] == pytest.approx(1 - len(wrong) / LIMIT_TEST)
     assert sum(r["images"] for r in summary["per_class"]) == LIMIT_TEST
@@ -106,6 +123,105 @@ def test_faithfulness_and_attack_numbers_are_finite(viz_run):
         assert all(np.isfinite(scores[k]) for k in ("morf", "lerf", "score"))
     attacked = summary["adversarial"]
     assert len(attacked) == N and all(r["true_after"] <= r["before"] + 1e-6 for r in attacked)
+
+
+def test_accuracy_line_names_weights_and_tta_and_the_report_agrees(viz_run, trained_run):
+    stdout, out, _ = viz_run
+    summary = json.loads((out / "summary.json").read_text())
+    first = stdout.splitlines()[0]  # printed as soon as the test pass ends, before the pictures
+    assert first == f"test accuracy {summary['accuracy']:.2%} on {LIMIT_TEST} images (raw weights, no TTA)"
+    assert summary["accuracy_line"] == first and f"**{first}**" in (out / "report.md").read_text()
+    state = checkpoint.load(trained_run / "last.pt")
+    trained = f"raw weights {state['history'][-1]['test_acc']:.2%}, no TTA on {LIMIT_TEST} test images"
+    assert f"in training: final epoch: {trained}." in (out / "report.md").read_text()
+
+
+def test_limit_test_keeps_every_class_in_its_share(viz_run, subject):
+    summary = json.loads((viz_run[1] / "summary.json").read_text())
+    data = subject[1]
+    labels = data.test_labels
+    counts = [r["images"] for r in summary["per_class"]]
+    assert counts == np.bincount(labels[evaluated(data, LIMIT_TEST)], minlength=10).tolist()
+    share = LIMIT_TEST * np.bincount(labels, minlength=10) / len(labels)
+    assert min(counts) > 0 and np.abs(np.array(counts) - share).max() < 1, (counts, share)
+
+
+def test_terminal_tables_name_the_attack_and_output_has_no_carriage_returns(viz_run):
+    stdout = viz_run[0]
+    summary = json.loads((viz_run[1] / "summary.json").read_text())
+    fooled = sum(r["fooled"] for r in summary["adversarial"])
+    assert f"\nadversarial: FGSM, ε = 8/255: {fooled} of {N} fooled:\n| true " in stdout
+    assert "\nfaithfulness at layer3 (ROAD, 4 images, predicted class):\n| method " in stdout
+    assert "\r" not in stdout and "test pass" not in stdout  # no progress bar into a pipe or a log
+
+
+def test_curves_put_final_accuracy_in_the_legend_and_losses_to_fixed_decimals(explanation):
+    fig = explanation.curves()
+    FigureCanvasAgg(fig).draw()
+    loss, acc, _ = fig.axes
+    final = explanation.state["history"][-1]["test_acc"]
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["train", f"test (final {final:.2%})"]
+    assert not acc.texts, "no label on the plot that a point could hide"
+    shown = [t.get_text() for t in loss.get_yticklabels(minor=True) + loss.get_yticklabels() if t.get_text()]
+    assert len({len(t.split(".")[1]) for t in shown}) == 1 and len(shown) > 1, shown
+
+
+# ---------------------------------------------------------------------------------- Python API
+def test_api_returns_figures_that_viz_saves_unchanged(explanation, viz_run):
+    out = viz_run[1]
+    figures = {"curves": explanation.curves(), "misclassified": explanation.misclassified(N),
+               "gradcam": explanation.gradcam(N), "confusion": explanation.confusion()}
+    for name, fig in figures.items():
+        assert isinstance(fig, Figure) and fig.axes, name
+        assert any(ax.images or ax.lines for ax in fig.axes), name
+        png = io.BytesIO()
+        fig.savefig(png, format="png")
+        assert png.getvalue() == (out / f"{name}.png").read_bytes(), f"{name}: the API and viz.py differ"
+    assert sum(bool(ax.images) for ax in figures["gradcam"].axes) == 3 * N  # image, predicted, true
+    assert explanation.accuracy_line() in repr(explanation)
+
+
+def test_api_explains_the_moving_average_with_flips(subject, tmp_path):
+    """A run that kept an EMA and evaluated with flips: both used, and both named in the accuracy line."""
+    _, data, state = subject
+    ema = {k: v * 0.9 if k.startswith("fc.") else v for k, v in state["model"].items()}
+    path = tmp_path / "ema.pt"
+    torch.save({**state, "ema": ema, "config": {**state["config"], "tta": True}}, path)
+    ex = Explanation.load(path, device="cpu", limit_test=20)
+    averaged = evaluation.load_model({**state, "ema": ema}, path, torch.device("cpu"))
+    index = evaluated(data, 20)
+    with torch.no_grad():
+        probs = logits_of(averaged, normalised(data.test_images[index], state["mean"], state["std"]),
+                          tta=True).softmax(1).numpy()
+    assert np.allclose(ex.test.probs, probs, atol=1e-5) and (ex.test.index == index).all()
+    assert ACCURACY_LINE.fullmatch(ex.accuracy_line()).groups()[1:] == ("20", "EMA", "flip")
+
+
+def test_api_raises_the_clis_one_line_errors(explanation, trained_run, tmp_path, capsys):
+    with pytest.raises(UsageError) as e:
+        explanation.gradcam(N, layer="layer4")
+    cli = fails(viz.main, ["--checkpoint", trained_run / "last.pt", "--layer", "layer4"], capsys)
+    assert cli == f"error: {e.value}\n" and "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="'layer9' is not a layer"):
+        Explanation.load(trained_run / "last.pt", device="cpu", layer="layer9")
+    with pytest.raises(UserError, match="does not exist"):
+        Explanation.load(tmp_path / "nope.pt")
+    with pytest.raises(UserError, match="CIFAR-10 not found"):
+        Explanation.load(trained_run / "last.pt", device="cpu", data_dir=tmp_path)
+    with pytest.raises(UsageError, match="--method magic"):
+        explanation.methods(["gradcam", "magic"])
+
+
+def test_progress_bar_shows_on_a_terminal_only(explanation):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        loader = evaluation.test_loader(explanation.data, explanation.state, explanation.test.index[:8],
+                                        torch.device("cpu"))
+        with contextlib.redirect_stdout(stream):
+            evaluation.predict(explanation.study.model, loader, explanation.test.index[:8], tta=False)
+        assert ("test pass" in stream.getvalue()) == shown
 
 
 # ------------------------------------------------------------------------------------ functions

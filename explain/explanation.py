@@ -1,0 +1,142 @@
+"""One checkpoint explained, the same way for a notebook and for viz.py: `Explanation.load` reads the
+checkpoint, rebuilds its model (the EMA weights when the run kept them), opens its data and runs the
+test pass once; every method then returns a matplotlib Figure (a notebook shows it inline, viz.py
+saves it) and, where it measures something, the numbers too.
+
+    from explain import Explanation
+    ex = Explanation.load("runs/resnet18/last.pt")   # test accuracy ... (EMA weights, flip TTA)
+    ex.curves()
+    ex.misclassified(n=10)
+    ex.gradcam(n=10, layer="layer3")
+
+A user mistake (no checkpoint, no data, a bad layer) raises common.cli.UserError with the line the
+command line prints."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+import pipeline
+from common import device as devices
+from common.cli import UsageError, UserError
+from nets import checkpoint as checkpoints
+
+from . import attacks, cams, evaluation, figures, report
+from .evaluation import Predictions
+from .study import Study, attacked, by_depth, class_pairs, compare_methods, gallery
+
+DEFAULT_METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
+METHOD_IMAGES = 4   # the method comparison: ScoreCAM costs a pass per channel per image
+
+
+def check_count(n: int):
+    if n < 1:
+        raise UsageError(f"--n must be >= 1 (got {n})")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    checkpoint: str
+    state: dict             # the checkpoint as nets.checkpoint.load returns it
+    data: pipeline.Dataset
+    data_dir: str
+    device: torch.device
+    study: Study
+    layer: str              # where the CAMs look unless a call names another layer
+    test: Predictions       # the test pass
+
+    @classmethod
+    def load(cls, checkpoint, device="auto", data_dir="", limit_test=0, layer="layer3") -> "Explanation":
+        """limit_test: evaluate that many test images, every class kept in its share (the same ones as
+        training's --limit-test); 0: all. data_dir: default, the one the run trained on."""
+        if device not in devices.CHOICES:
+            raise UsageError(f"--device {device!r}: choose from {', '.join(devices.CHOICES)}")
+        evaluation.check_limit(limit_test)
+        state = checkpoints.load(checkpoint)
+        where = devices.choose(device)
+        model = evaluation.load_model(state, checkpoint, where)
+        data_dir = str(data_dir or state["config"].get("data_dir", "data"))
+        data = evaluation.open_data(state, data_dir)
+        study = Study(model, list(state["classes"]), tuple(state["mean"]), tuple(state["std"]), data.image_size)
+        study.layer(layer)  # a bad layer fails before the long work
+        index = evaluation.test_index(data, limit_test)
+        loader = evaluation.test_loader(data, state, index, where)
+        test = evaluation.predict(model, loader, index, state["config"].get("tta", False))
+        return cls(str(checkpoint), state, data, data_dir, where, study, layer, test)
+
+    @property
+    def weights(self) -> str:
+        """"ema" (the moving average of the weights) or "model" (the raw weights)."""
+        return evaluation.weights_of(self.state)
+
+    @property
+    def tta(self) -> bool:
+        return bool(self.state["config"].get("tta", False))
+
+    def accuracy_line(self) -> str:
+        """The test accuracy, naming the weights and the test-time augmentation that gave it."""
+        weights = "EMA weights" if self.weights == "ema" else "raw weights"
+        return (f"test accuracy {self.test.accuracy:.2%} on {len(self.test)} images "
+                f"({weights}, {'flip TTA' if self.tta else 'no TTA'})")
+
+    def __repr__(self):
+        return f"Explanation of {self.checkpoint}: {self.accuracy_line()}"
+
+    def images(self, p: Predictions) -> torch.Tensor:
+        """The normalised test images behind some predictions, read again through the eval pipeline."""
+        return evaluation.images(self.data, self.state, p.index, self.device)
+
+    def mistakes(self, n: int) -> Predictions:
+        """The first n misclassified test images; with no mistake at all, the first n images."""
+        check_count(n)
+        wrong = self.test.wrong(n)
+        return wrong if len(wrong) else self.test.take(np.arange(min(n, len(self.test))))
+
+    def curves(self) -> Figure:
+        """Loss and accuracy per epoch (train, test, validation, EMA), the LR of every step."""
+        return figures.plot_curves(self.state["history"], self.state["lr_steps"])
+
+    def misclassified(self, n: int = 10) -> Figure:
+        """The first n mistakes in test order, real colours, true → predicted (confidence)."""
+        shown, total = self.mistakes(n), len(self.test)
+        title = (f"first {len(shown)} misclassified of {total} test images (true → predicted)"
+                 if self.test.accuracy < 1 else
+                 f"no mistakes in {total} test images: the first {len(shown)} instead")
+        return gallery(self.study, self.images(shown), shown, title)
+
+    def gradcam(self, n: int = 10, layer: str = "") -> Figure:
+        """Grad-CAM of the first n mistakes, for the predicted and for the true class side by side."""
+        shown = self.mistakes(n)
+        return class_pairs(self.study, layer or self.layer, self.images(shown), shown)
+
+    def depth(self) -> Figure:
+        """The first mistake's Grad-CAM at the end of each stage fine enough for a CAM."""
+        first = self.mistakes(1)
+        return by_depth(self.study, self.images(first)[0], first)
+
+    def confusion_matrix(self) -> np.ndarray:
+        return evaluation.confusion_matrix(self.test.labels, self.test.preds, len(self.study.classes))
+
+    def confusion(self) -> Figure:
+        return figures.plot_confusion(self.confusion_matrix(), self.study.classes)
+
+    def per_class(self) -> list:
+        """Per class: images, correct, accuracy, the class it is most often taken for."""
+        return report.per_class(self.confusion_matrix(), self.study.classes)
+
+    def methods(self, names=DEFAULT_METHODS, n: int = METHOD_IMAGES, layer: str = "") -> tuple:
+        """(Figure, scores): CAM methods side by side on the first n mistakes, for the predicted class,
+        each with its ROAD faithfulness (scores[method]: morf, lerf, score = lerf - morf, seconds)."""
+        names, shown = cams.check_methods(names), self.mistakes(n)
+        return compare_methods(self.study, layer or self.layer, self.images(shown), shown.preds, names)
+
+    def adversarial(self, n: int = 10, attack: str = "fgsm", eps: float = 8, layer: str = "") -> tuple:
+        """(Figure, rows): the first n correctly classified images attacked (eps in pixel units /255)."""
+        check_count(n)
+        attacks.check(attack, eps)
+        right = self.test.right(n)
+        if not len(right):
+            raise UserError("no correctly classified test image to attack")
+        labels = torch.as_tensor(right.labels, device=self.device)
+        return attacked(self.study, layer or self.layer, self.images(right), labels, attack, eps)
