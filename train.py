@@ -9,15 +9,12 @@
 import sys
 
 from common import cli
-from nets import checkpoint
-from training import config
-from training.loop import fit
+from training import Config, find_lr, fit
 
 
 def main(argv=None):
-    given = config.parse(sys.argv[1:] if argv is None else argv, __doc__)
-    resumed = checkpoint.load(given["resume"]) if "resume" in given else None
-    fit(config.build(given, resumed), resumed)
+    cfg = Config(**cli.parse(Config, sys.argv[1:] if argv is None else argv, __doc__))
+    (find_lr if cfg.find_lr else fit)(cfg)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,15 @@ class UsageError(UserError):
     """A flag value that cannot work."""
 
 
+class Stopped(Exception):
+    """A run stopped early on a signal, after saving what it had (the message says how to go on); a
+    script exits 128 + the signal's number, as a shell expects."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.code = 128 + signum
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line and exit 2 like every other user mistake."""
 
@@ -25,17 +34,31 @@ def fail(message: str, code: int = 2):
 
 
 def run(main):
-    """Call main(); a user mistake prints `error: ...` (no traceback) and exits 2."""
+    """Call main(); a user mistake prints `error: ...` (no traceback) and exits 2; a run stopped by a
+    signal says how to resume and exits 128 + the signal. Library code raises, never exits: a
+    notebook sees the same message as an exception."""
     try:
         main()
     except UserError as e:
         fail(str(e))
+    except Stopped as e:
+        print(e, flush=True)
+        sys.exit(e.code)
 
 
 def option(default, help=None, **argparse_kw):
     """A dataclass field that is also a command-line option: help text and argparse keywords
     (choices, type, metavar) live beside the default. help=None: a field with no flag."""
     return dataclasses.field(default=default, metadata={"help": help, **argparse_kw})
+
+
+def check_choices(options):
+    """For a dataclass built in Python: every field declared with choices holds one of them (argparse
+    checks the command line's; the message is the one it would give, as one line)."""
+    for f in dataclasses.fields(options):
+        choices, value = f.metadata.get("choices"), getattr(options, f.name)
+        if choices is not None and value not in choices:
+            raise UsageError(f"--{f.name.replace('_', '-')} {value!r}: choose from {', '.join(map(str, choices))}")
 
 
 def add_options(parser: argparse.ArgumentParser, cls):

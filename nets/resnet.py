@@ -31,7 +31,6 @@ class ResNet(nn.Module):
                                           for b in range(n)]))
             inp = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
         if zero_init_residual:  # each block starts as the identity (Goyal et al. 2017): easier early steps
             for m in self.modules():
@@ -40,7 +39,9 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return self.fc(self.pool(x).flatten(1))
+        # Global average pooling as a mean: its CUDA backward is deterministic (adaptive_avg_pool2d's
+        # uses atomic adds, which --deterministic cannot allow).
+        return self.fc(x.mean((2, 3)))
 
 
 def resnet18(num_classes: int = 10, zero_init_residual: bool = False) -> ResNet:

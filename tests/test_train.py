@@ -16,7 +16,8 @@ import nets
 import train
 from nets import checkpoint
 from tests.conftest import ROOT, TRAINED, fails, run_script
-from training import config, loop, lr_finder
+from common.cli import UsageError
+from training import Config, config, fit, loop, lr_finder, rundir
 from training.build import build_optimizer, build_scheduler, parameter_groups
 from training.data import split
 from training.ema import EMA
@@ -52,6 +53,21 @@ def test_lr_follows_the_batch_unless_given_and_precision_follows_the_cpu(monkeyp
         monkeypatch.setattr(config.devices, "cpu_has_native_bf16", lambda: native)
         assert config.build({"device": "cpu"}).precision == expected
         assert config.build({"device": "cpu", "precision": "fp16"}).precision == "fp16"
+
+
+def test_a_config_built_in_python_is_checked_like_the_command_line_and_then_frozen():
+    with pytest.raises(UsageError, match=r"^--epochs must be > 0 \(got 0\)$"):
+        Config(epochs=0)
+    with pytest.raises(UsageError, match=r"^--model 'resnet50': choose from resnet18, resnet34$"):
+        Config(model="resnet50")
+    with pytest.raises(UsageError, match="expected a number or 'auto'"):
+        Config(lr="fast")
+    cfg = Config(epochs=3)
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        cfg.epochs = 4
+    resolved = config.resolve(Config(model="resnet34", batch_size=128))
+    assert (resolved.out, resolved.lr, resolved.max_batch_size) == ("runs/resnet34", 0.05, 1024)
+    assert config.resolve(Config(lr="auto")).lr == "auto"  # the range test decides it
 
 
 def test_help_shows_every_option_with_its_default(capsys):
@@ -168,6 +184,21 @@ def test_batch_ramp_grows_the_batch_where_plateau_would_cut_until_the_cap():
     assert small.batch_size == 16
 
 
+def test_limits_keep_every_class_in_its_share_and_the_test_subset_is_the_same_for_every_seed():
+    labels = np.repeat(np.arange(10), 50)  # sorted by class, as image folders list their files
+    data = type("D", (), {"train": (np.arange(500), labels), "test": (np.arange(500), labels)})
+    parts = split(config.build({"limit_train": 100, "limit_test": 30}), data)
+    assert np.bincount(parts["train"][1], minlength=10).tolist() == [10] * 10
+    assert np.bincount(parts["test"][1], minlength=10).tolist() == [3] * 10
+    other = split(config.build({"limit_train": 100, "limit_test": 30, "seed": 1}), data)
+    assert np.array_equal(parts["test"][0], other["test"][0])  # runs of any seed are compared on it
+    assert not np.array_equal(parts["train"][0], other["train"][0])
+    held = split(config.build({"limit_train": 100, "val_split": 0.1}), data)  # classes now 40-50 each
+    counts = np.bincount(held["train"][1], minlength=10)
+    assert counts.sum() == 100 and counts.min() >= 8 and counts.max() <= 12
+    assert set(held["train"][0]).isdisjoint(held["val"][0]) and len(held["val"][0]) == 50
+
+
 def test_validation_split_is_deterministic_and_disjoint():
     n = 500
     data = type("D", (), {"train": (np.arange(n)[:, None], np.arange(n)),
@@ -241,42 +272,66 @@ def test_suggestion_is_the_steepest_descent_of_a_known_curve():
     assert shifted == pytest.approx(0.1, rel=0.1)
 
 
-def test_range_test_stops_when_the_loss_explodes_and_restores_model_optimizer_scaler():
+def test_range_test_stops_when_the_loss_explodes():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=g)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(64, generator=g)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)  # grows every step
-    before = [p.detach().clone() for p in model.parameters()]
-    scaler_before = scaler.state_dict()
 
     def step(xb, yb):
         loss = ((model(xb).squeeze(1) - yb) ** 2).mean()
         opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        loss.backward()
+        opt.step()
         return loss.detach()
 
-    result = lr_finder.range_test(step, opt, iter(lambda: (x, y), None), (model, opt, scaler), steps=100)
+    result = lr_finder.range_test(step, opt, iter(lambda: (x, y), None), steps=100)
     assert 10 < len(result.lrs) < 100, "the loss explodes before the end of the sweep and it stops"
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert opt.param_groups[0]["lr"] == 0.1 and not opt.state  # no momentum left behind
-    assert scaler.state_dict() == scaler_before and scaler.get_scale() == 2.0 ** 10
+    assert result.problem == "" and result.lrs[0] <= result.suggestion <= result.lrs[-1]
+
+
+def sigmoid_curve(lrs, centre=10 ** -2.5, drop=2.0):
+    return list(2.3 - drop / (1 + np.exp(-3 * (np.log10(lrs) - np.log10(centre)))))
+
+
+@pytest.mark.parametrize("case, says", [
+    ("descends", ""),
+    ("few steps", "20 steps are too few"),
+    ("flat", "the smoothed loss never fell by 5% (at best 0.9%) before it rose"),
+    ("explodes at once", "the loss exploded after 12 of 200 steps, at LR"),
+])
+def test_the_range_test_says_when_its_curve_gives_no_usable_lr(case, says):
+    steps = 20 if case == "few steps" else 200
+    lrs = list(np.logspace(-6, 1, steps))
+    losses = {"flat": sigmoid_curve(lrs, drop=0.02)}.get(case, sigmoid_curve(lrs))
+    kept = 12 if case == "explodes at once" else steps
+    problem = lr_finder.verdict(lrs[:kept], losses[:kept], steps)
+    assert problem.startswith(says) if says else problem == ""
+    if case in ("few steps", "flat"):
+        assert "--find-lr-steps 400 or more, or pass --lr" in problem or "--find-lr-steps 200" in problem
 
 
 # ---------------------------------------------------------------------------------------- runs
-def test_two_epoch_run_with_validation_writes_checkpoints_metrics_events(data_dir, tmp_path, capsys):
+def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_metrics_events(
+        data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    train.main(["--data-dir", str(data_dir), "--out", str(out), "--epochs", "2", "--val-split", "0.04",
-                *TINY, "--ema", "0.9"])
+    result = fit(Config(data_dir=str(data_dir), out=str(out), epochs=2, val_split=0.04, device="cpu",
+                        precision="fp32", batch_size=32, limit_train=96, limit_test=40, ema=0.9))
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "val", "loss",
-                                "val", "acc", "test", "loss", "test", "acc", "EMA", "acc", "img/s", "sec"]
+    assert "evaluated: raw and EMA weights, flip TTA" in lines[0]
+    assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "val", "loss", "val", "acc",
+                                "test", "loss", "test", "acc", "EMA", "acc", "img/s", "epoch", "s"]
     assert [line.split()[0] for line in lines[2:4]] == ["1", "2"]
     assert len({len(line) for line in lines[1:4]}) == 1, "rows are aligned with the header"
-    assert lines[-1].startswith("done: final test acc ") and "best val acc" in lines[-1]
+    assert all(len(cell.split(".")[1]) == 4 for cell in lines[2].split()[2:5:2]), "losses: 4 decimals"
+    assert lines[-1] == result.summary and repr(result) == result.summary
+    assert result.summary.startswith(f"done: final test acc {result.final_test_acc:.2%} (raw weights, flip TTA), ")
+    assert "(EMA weights, flip TTA) after 2 epochs; best val acc" in result.summary
+    assert "; wall time " in result.summary
+    assert result.checkpoint == out / "last.pt" and result.best == out / "best.pt"
+    assert result.config.lr == pytest.approx(0.2 * 32 / 512) and result.history[-1]["epoch"] == 2
+    assert all(r["seconds"] > r["train_seconds"] > 0 for r in result.history), "wall time includes eval"
     state = checkpoint.load(out / "last.pt")
     assert state["epoch"] == 2 and state["step"] == 0 and len(state["history"]) == 2
     assert [r["test_count"] for r in state["history"]] == [40, 40]  # every test image exactly once
@@ -297,15 +352,28 @@ def test_without_a_validation_split_no_best_checkpoint_is_chosen(trained_run):
     assert checkpoint.load(trained_run / "last.pt")["best_val_acc"] is None
 
 
-def test_find_lr_writes_plot_and_suggestion(data_dir, tmp_path, capsys):
+def test_find_lr_writes_its_plot_and_says_when_the_curve_is_unusable(data_dir, tmp_path, capsys):
     out = tmp_path / "lr"
     train.main(["--data-dir", str(data_dir), "--out", str(out), "--find-lr", "--find-lr-steps", "12",
                 *TINY, "--batch-size", "8"])
     text = capsys.readouterr().out
     assert (out / "lr_find.png").stat().st_size > 10_000
-    suggestion = float(text.split("suggested max LR ")[1].split()[0])
-    assert 1e-6 <= suggestion <= 10
+    assert text.startswith("LR range test: no usable LR: 12 steps are too few")
     assert not (out / "last.pt").exists(), "the range test does not train a run"
+
+
+def test_lr_auto_refuses_an_unusable_curve_and_trains_at_a_usable_ones_suggestion(data_dir, tmp_path, capsys,
+                                                                                 monkeypatch):
+    args = ["--data-dir", data_dir, *TINY, "--epochs", "1", "--lr", "auto"]
+    err = fails(train.main, [*args, "--out", tmp_path / "a", "--find-lr-steps", "20"], capsys)
+    assert "--lr auto: the LR range test gives no usable LR: 20 steps are too few" in err
+    assert not (tmp_path / "a" / "last.pt").exists()
+    lrs = list(np.logspace(-6, 1, 100))
+    known = lr_finder.RangeTest(lrs, sigmoid_curve(lrs), 0.0123)
+    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: known)
+    train.main([*map(str, args), "--out", str(tmp_path / "b"), "--find-lr-steps", "100"])
+    assert "LR range test: suggested max LR 0.0123" in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "b" / "last.pt")["config"]["lr"] == 0.0123
 
 
 def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path, monkeypatch):
@@ -334,6 +402,24 @@ def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path
     train.main(["--resume", str(snapshot / "last.pt")])  # epoch 3 again, at batch 32
     got = checkpoint.load(snapshot / "last.pt")
     assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
+
+
+def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_longer(
+        trained_run, data_dir, tmp_path, capsys):
+    before = digest(trained_run / "last.pt")
+    train.main(["--resume", str(trained_run / "last.pt")])
+    said = capsys.readouterr().out
+    assert said.startswith(f"{trained_run} already finished its 3 epochs: done: final test acc ")
+    assert said.rstrip().endswith("its OneCycle schedule has ended: start a new run with more --epochs to "
+                                  "train longer") and digest(trained_run / "last.pt") == before
+    out = tmp_path / "run"
+    first = fit(Config(data_dir=str(data_dir), out=str(out), epochs=1, scheduler="none", device="cpu",
+                       precision="fp32", batch_size=32, limit_train=64, limit_test=16, ema=0, tta=False))
+    longer = fit(Config(resume=str(out / "last.pt"), epochs=2))
+    assert [r["epoch"] for r in longer.history] == [1, 2] and longer.history[0] == first.history[0]
+    assert longer.config.epochs == 2 and checkpoint.load(out / "last.pt")["config"]["epochs"] == 2
+    with pytest.raises(UsageError, match="--epochs 1: the checkpoint has already trained 2 epochs"):
+        fit(Config(resume=str(out / "last.pt"), epochs=1))
 
 
 def wait_for_epoch_1(proc, out):
@@ -436,7 +522,10 @@ def digest(path):
     (["--resume", "missing.pt"], "does not exist"),
     (["--resume", "NOTCKPT"], "not a readable checkpoint"),
     (["--resume", "LAST", "--model", "resnet34"], "differs from the checkpoint's resnet18"),
-    ([], "already holds a run"),
+    ([], "already holds a resnet18 run (3 of 3 epochs): continue it with --resume"),
+    (["--model", "resnet34"], "already holds a resnet18 run (3 of 3 epochs): pick another "
+                                                  "--out for resnet34"),
+    (["--resume", "LAST", "--epochs", "5"], "--epochs 5: this run's OneCycle schedule was laid out for 3"),
 ])
 def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(trained_run, tmp_path, capsys,
                                                                  args, words):

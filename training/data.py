@@ -1,33 +1,66 @@
-"""The run's data: the dataset split into train / val / test, and a DALI loader for each part."""
+"""The run's data: the dataset split into train / val / test, and its loaders, made from one Setup
+(the fixed context of a run: config, process, data, parts, precision)."""
+import sys
+from dataclasses import dataclass
+
 import numpy as np
 
 import pipeline
 from common import device as devices
 
+from .build import Precision, precision
 from .config import Config
 from .distributed import Process
 
+TEST_SUBSET_SEED = 0  # --limit-test picks the same images in every run (any --seed) and in viz.py
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run works with and never changes: built once by prepare(), passed down whole."""
+    cfg: Config
+    process: Process
+    data: pipeline.Dataset
+    parts: dict               # "train", "test" (and "val"): (items, labels)
+    precision: Precision
+
+    def loader_options(self) -> dict:
+        """What every loader of the run shares: normalisation, device, dtype, layout, shard."""
+        return dict(mean=self.data.mean, std=self.data.std, device_id=devices.dali_id(self.process.device),
+                    dtype=self.precision.loader_dtype, channels_last=self.cfg.channels_last,
+                    shard_id=self.process.rank, num_shards=self.process.world)
+
+    def train_loader(self, batch_size: int, start_epoch=0, start_step=0, seed=None):
+        """Shuffled, augmented batches from (start_epoch, start_step); seed None: the run's."""
+        return self.data.train_loader(*self.parts["train"], batch_size=batch_size,
+                                      seed=self.cfg.seed if seed is None else seed, start_epoch=start_epoch,
+                                      start_step=start_step, **self.loader_options())
+
+    def eval_loaders(self) -> dict:
+        """One per held-out part ("test", "val"): every image of this shard exactly once per pass."""
+        return {k: self.data.eval_loader(*self.parts[k], batch_size=self.cfg.batch_size, **self.loader_options())
+                for k in self.parts if k != "train"}
+
+
+def prepare(cfg: Config, process: Process) -> Setup:
+    """Open and check the data (a missing or broken dataset fails here, before anything is written)."""
+    data = pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size, loader=cfg.loader,
+                                 skip_bad_images=cfg.skip_bad_images)
+    if data.note and process.main:
+        print(f"note: {data.note}", file=sys.stderr, flush=True)
+    return Setup(cfg, process, data, split(cfg, data), precision(cfg, process.device))
+
 
 def split(cfg: Config, data: pipeline.Dataset) -> dict:
-    """{"train", "val", "test"}: (items, labels); the validation rows are fixed by the seed."""
+    """{"train", "val", "test"}: (items, labels). The validation rows are fixed by the seed; the limits
+    keep every class's share (a list sorted by class, as image folders are, stays mixed)."""
     (items, labels), (test_items, test_labels) = data.train, data.test
     order = np.random.default_rng(cfg.seed).permutation(len(labels))
     n_val = int(round(cfg.val_split * len(order)))
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    train = train[:cfg.limit_train or None]
-    test = slice(0, cfg.limit_test or None)
+    train = train[pipeline.subset(labels[train], cfg.limit_train, cfg.seed)]
+    test = pipeline.subset(test_labels, cfg.limit_test, TEST_SUBSET_SEED)
     parts = {"train": (items[train], labels[train]), "test": (test_items[test], test_labels[test])}
     if n_val:
         parts["val"] = (items[val], labels[val])
     return parts
-
-
-def loader_options(cfg: Config, data: pipeline.Dataset, process: Process, dtype) -> dict:
-    """What every loader of the run shares: normalisation, batch, device, dtype, layout, shard."""
-    return dict(mean=data.mean, std=data.std, batch_size=cfg.batch_size,
-                device_id=devices.dali_id(process.device), dtype=dtype,
-                channels_last=cfg.channels_last, shard_id=process.rank, num_shards=process.world)
-
-
-def eval_loaders(data: pipeline.Dataset, parts: dict, options: dict) -> dict:
-    return {k: data.eval_loader(*parts[k], **options) for k in parts if k != "train"}

@@ -27,15 +27,26 @@ class Process:
         return self.rank == 0
 
 
-def start(device_name: str) -> Process:
+def start(device_name: str, deterministic: bool = False) -> Process:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = devices.choose(device_name, local_rank)
+    if deterministic:
+        deterministic_kernels()
     if device_name == "auto" and device.type == "cpu":
         print("warning: no GPU found, training on the CPU (slow); --device cpu silences this",
               file=sys.stderr, flush=True)
     if "LOCAL_RANK" in os.environ and not dist.is_initialized():  # launched by torchrun
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Process(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), local_rank, device)
+
+
+def deterministic_kernels():
+    """--deterministic: cuDNN's deterministic algorithms, no autotuning (its choice can differ run to run),
+    deterministic cuBLAS workspaces; a kernel with no deterministic version warns, naming itself."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def active() -> bool:

@@ -7,11 +7,10 @@ every step (free) and the non-finite flag, which lives on the device, every CHEC
 """
 import math
 import signal
-import sys
 
 import torch
 
-from common.cli import UserError
+from common.cli import Stopped, UserError
 
 from . import distributed
 
@@ -41,8 +40,8 @@ class Guard:
             signal.signal(s, handler)
 
     def _on_signal(self, signum, frame):
-        if self.signum:
-            sys.exit(128 + signum)  # a second signal: exit at once
+        if self.signum:  # a second signal: stop at once
+            raise Stopped(f"stopped by a second signal {signum} before the step could be saved", signum)
         self.signum = signum
 
     def new_epoch(self):

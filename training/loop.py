@@ -1,8 +1,7 @@
-"""The training run, top to bottom: set up, optionally the LR range test, then for each epoch train,
-evaluate, save. What changes as it trains is one small object (Run); checkpoints are made from it."""
+"""The training run, top to bottom: set up, then for each epoch train, evaluate, save. What changes as it
+trains is one small object (Run); checkpoints are made from it. fit() is what train.py and a notebook
+call, and what it returns (Result) says what the run produced."""
 import dataclasses
-import json
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -11,16 +10,17 @@ from pathlib import Path
 import torch
 
 import pipeline
-from common.cli import UsageError
-from common.files import write_text
+from common import device as devices
+from common.cli import Stopped, UsageError
 from nets import checkpoint
 
 from . import distributed, lr_finder, rng, runlog
-from .build import build_model, build_optimizer, build_scheduler, precision
-from .config import Config
-from .data import eval_loaders, loader_options, split
+from .build import build_model, build_optimizer, build_scheduler
+from .config import Config, continued, resolve
+from .data import Setup, prepare
 from .ema import EMA
 from .guard import Guard
+from .rundir import claim
 from .step import GradientNoise, evaluate, train_step
 
 
@@ -73,87 +73,98 @@ class Run:
                     lr_steps=self.lr_steps, batch_size=self.batch_size, best_val_acc=self.best_val_acc)
 
 
-def fit(cfg: Config, resumed: dict | None = None):
-    out = Path(cfg.out)
-    if resumed is None and not cfg.find_lr and (out / "last.pt").exists():
-        raise UsageError(f"{out} already holds a run: continue it with --resume {out / 'last.pt'} "
-                         "or pick another --out")
-    process = distributed.start(cfg.device)
-    if process.world > 1 and (cfg.find_lr or cfg.lr_auto):
-        raise UsageError("run the LR range test on one process, then pass its --lr to torchrun")
-    # Data first: a missing or broken dataset fails before anything is written.
-    data = pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size)
-    if data.note:
-        print(f"note: {data.note}", file=sys.stderr, flush=True)
-    parts = split(cfg, data)
+@dataclass(repr=False)
+class Result:
+    """What a finished run produced."""
+    config: Config            # as resolved and trained (the LR the range test chose, the run directory)
+    history: list             # one dict per epoch: losses, accuracies, LR, img/s, seconds
+    checkpoint: Path          # RUN/last.pt
+    best: Path | None         # RUN/best.pt, chosen on the validation split (None without one)
+    summary: str              # the closing line
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.history[-1]["test_acc"]
+
+    def __repr__(self):
+        return self.summary
+
+
+def fit(cfg: Config) -> Result:
+    """Train cfg's run (or continue cfg.resume) to its last epoch."""
+    started = time.perf_counter()
+    resumed = checkpoint.load(cfg.resume) if cfg.resume else None
+    cfg = resolve(continued(cfg, resumed) if resumed else cfg)
+    problem = cfg.compile and devices.compile_problem()
+    if problem:
+        raise UsageError(f"--compile: {problem}")
+    process = distributed.start(cfg.device, cfg.deterministic)
+    with claim(cfg, process, new_run=resumed is None):
+        setup = prepare(cfg, process)
+        if resumed and resumed["epoch"] >= cfg.epochs:
+            return finished(cfg, resumed, process)
+        if cfg.lr == "auto":
+            setup = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, lr=lr_finder.usable_lr(setup)))
+        run, loader, train = start_run(setup, resumed)
+        log = runlog.start(setup.cfg, process, setup.parts, run.epoch, resumed and (run.epoch, run.step))
+        write_skipped(setup)
+        with Guard(process.device, setup.cfg.lr) as guard:
+            for epoch in range(run.epoch, setup.cfg.epochs):
+                if loader.batch_size != run.batch_size:  # --batch-ramp grew it
+                    loader = setup.train_loader(run.batch_size, run.epoch, run.step)
+                one_epoch(setup, run, loader, train, guard, log)
+        result = closing(setup, run, time.perf_counter() - started)
+    if log:
+        log.close()
+    distributed.finish()
+    return result
+
+
+def start_run(setup: Setup, resumed: dict | None) -> tuple:
+    """(run, its training loader, its step function): built from the seed, or restored."""
+    cfg, process = setup.cfg, setup.process
     rng.seed_everything(cfg.seed)
-    autocast, scaler, dtype = precision(cfg, process.device)
-    options = loader_options(cfg, data, process, dtype)
-    model = build_model(cfg, len(data.classes), process.device)
+    model = build_model(cfg, len(setup.data.classes), process.device)
     optimizer = build_optimizer(cfg, model, process.device)
-    step_model = distributed.wrap(torch.compile(model) if cfg.compile else model, process)  # save `model`
-    train = partial(train_step, step_model, optimizer, scaler, autocast, smoothing=cfg.label_smoothing)
-    if (cfg.find_lr or cfg.lr_auto) and not resumed:
-        find_lr(cfg, data, parts, options, train, optimizer, (model, optimizer, scaler), process.main)
-        if cfg.find_lr:
-            return
+    # Compile the DDP-wrapped model, so that DDP's communication overlaps the compiled backward.
+    step_model = distributed.wrap(model, process)
+    step_model = torch.compile(step_model) if cfg.compile else step_model  # `model` is what is saved
+    scaler = setup.precision.scaler
+    train = partial(train_step, step_model, optimizer, scaler, setup.precision.autocast,
+                    smoothing=cfg.label_smoothing)
     run = Run(model, optimizer, scaler, EMA(model, cfg.ema) if cfg.ema else None, cfg.batch_size)
     if resumed:
         run.restore(resumed)
-    loader = train_loader(cfg, data, parts, options, run)
+    loader = setup.train_loader(run.batch_size, run.epoch, run.step)
+    if len(loader) == 0:
+        raise UsageError(f"{len(setup.parts['train'][1])} training images make no full batch of "
+                         f"{run.batch_size} per process: lower --batch-size")
     run.scheduler = build_scheduler(cfg, optimizer, len(loader))
     if resumed:
         run.restore_schedule(resumed)
     if cfg.grad_noise:
         train = partial(train, noise=GradientNoise(model.parameters(), cfg.grad_noise, cfg.seed,
                                                    process.device, step=len(run.lr_steps)))
-    evals = eval_loaders(data, parts, options)
-    log = start_log(cfg, process, parts, run, resumed)
-    with Guard(process.device, cfg.lr) as guard:
-        for epoch in range(run.epoch, cfg.epochs):
-            if loader.batch_size != run.batch_size:  # --batch-ramp grew it
-                loader = train_loader(cfg, data, parts, options, run)
-            sums, seconds = train_one_epoch(run, cfg, loader, train, guard, process)
-            kept = f"{out / 'last.pt'} still holds epoch {epoch}" if epoch else "no checkpoint written"
-            guard.check_loss(epoch, kept)
-            if guard.signum:
-                interrupted(run, cfg, data, guard, epoch, {"sums": distributed.total(sums),
-                                                           "seconds": seconds}, process.main)
-            metrics = evaluate_all(run, evals, autocast, process.device, cfg.tta)
-            guard.check_models(run.models().values(), metrics, epoch, kept)
-            end_epoch(run, cfg, epoch, distributed.total(sums), metrics, seconds, len(parts["train"][1]),
-                      process.world)
-            if process.main:
-                save(run, cfg, data, best="val" in metrics and run.history[-1]["val_acc"] == run.best_val_acc)
-                log.epoch(run.history[-1], run.history)
+    return run, loader, train
+
+
+def one_epoch(setup: Setup, run: Run, loader, train, guard: Guard, log):
+    """Train, check, evaluate, check, record and save one epoch; a signal saves the step and stops."""
+    cfg, process, epoch, t0 = setup.cfg, setup.process, run.epoch, time.perf_counter()
+    wall_before = (run.partial or {}).get("wall", 0.0)
+    sums, seconds = train_one_epoch(run, cfg, loader, train, guard, process)
+    kept = f"{Path(cfg.out) / 'last.pt'} still holds epoch {epoch}" if epoch else "no checkpoint written"
+    guard.check_loss(epoch, kept)
+    if guard.signum:
+        interrupted(run, setup, guard, {"sums": distributed.total(sums), "seconds": seconds,
+                                        "wall": wall_before + time.perf_counter() - t0})
+    metrics = evaluate_all(run, setup.eval_loaders(), setup.precision.autocast, process.device, cfg.tta)
+    guard.check_models(run.models().values(), metrics, epoch, kept)
+    timing = {"train_seconds": seconds, "seconds": wall_before + time.perf_counter() - t0}  # wall: + eval
+    end_epoch(run, cfg, distributed.total(sums), metrics, timing, len(setup.parts["train"][1]), process.world)
     if process.main:
-        print(runlog.summary(run.history), flush=True)
-        log.close()
-    distributed.finish()
-
-
-def train_loader(cfg: Config, data, parts: dict, options: dict, run: Run):
-    """The training loader at the run's batch size, from the epoch and step it has reached."""
-    loader = data.train_loader(*parts["train"], seed=cfg.seed, start_epoch=run.epoch, start_step=run.step,
-                               **{**options, "batch_size": run.batch_size})
-    if len(loader) == 0:
-        raise UsageError(f"{len(parts['train'][1])} training images make no full batch of "
-                         f"{run.batch_size} per process: lower --batch-size")
-    return loader
-
-
-def start_log(cfg: Config, process, parts: dict, run: Run, resumed):
-    """Rank 0: the run directory, config.json, the describing line and the table's header."""
-    if not process.main:
-        return None
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
-    log = runlog.RunLog(out, runlog.columns(val="val" in parts, ema=bool(cfg.ema), ramp=cfg.batch_ramp),
-                        run.epoch)
-    print(describe(cfg, process, parts, resumed and (run.epoch, run.step)), flush=True)
-    log.header()
-    return log
+        save(run, cfg, setup.data, best="val" in metrics and run.history[-1]["val_acc"] == run.best_val_acc)
+        log.epoch(run.history[-1], run.history)
 
 
 def train_one_epoch(run: Run, cfg: Config, loader, train, guard: Guard, process) -> tuple:
@@ -197,14 +208,14 @@ def evaluate_all(run: Run, loaders: dict, autocast, device, tta: bool) -> dict:
     return metrics
 
 
-def end_epoch(run: Run, cfg: Config, epoch: int, sums: list, metrics: dict, seconds: float,
-              train_images: int, world: int):
+def end_epoch(run: Run, cfg: Config, sums: list, metrics: dict, timing: dict, train_images: int, world: int):
     """The epoch's row in the history; the plateau schedule's step (or, with --batch-ramp, a larger
-    batch where it cut the LR); the best validation accuracy."""
+    batch where it cut the LR); the best validation accuracy. timing: train_seconds (the steps, for
+    img/s) and seconds (the epoch's wall time, evaluation included)."""
     loss_sum, correct, seen = sums
-    row = dict(epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"], batch_size=run.batch_size * world,
+    row = dict(epoch=run.epoch + 1, lr=run.optimizer.param_groups[0]["lr"], batch_size=run.batch_size * world,
                train_loss=loss_sum / seen, train_acc=correct / seen, train_count=int(seen),
-               img_s=seen / seconds, seconds=seconds)
+               img_s=seen / timing["train_seconds"], **timing)
     for name, m in metrics.items():
         row.update({f"{name}_loss": m["loss"], f"{name}_acc": m["acc"], f"{name}_count": m["count"]})
     if cfg.scheduler == "plateau":
@@ -212,7 +223,7 @@ def end_epoch(run: Run, cfg: Config, epoch: int, sums: list, metrics: dict, seco
     run.history.append(row)
     if "val" in metrics:
         run.best_val_acc = max(run.best_val_acc or 0.0, row["val_acc"])
-    run.epoch, run.step, run.partial = epoch + 1, 0, None
+    run.epoch, run.step, run.partial = run.epoch + 1, 0, None
 
 
 def ramp_or_cut(run: Run, cfg: Config, val_loss: float, train_images: int, world: int):
@@ -237,41 +248,40 @@ def save(run: Run, cfg: Config, data, best: bool = False):
         checkpoint.save(Path(cfg.out) / "best.pt", state)
 
 
-def interrupted(run: Run, cfg: Config, data, guard: Guard, epoch: int, partial: dict, main: bool):
-    """A signal: save the step reached (every rank stopped at the same one) and exit 128 + signal."""
-    guard.check_models(run.models().values(), {}, epoch, f"{Path(cfg.out) / 'last.pt'} still holds epoch {epoch}")
+def interrupted(run: Run, setup: Setup, guard: Guard, partial: dict):
+    """A signal: save the step reached (every rank stopped at the same one) and stop with Stopped."""
+    out, epoch = Path(setup.cfg.out), run.epoch
+    guard.check_models(run.models().values(), {}, epoch, f"{out / 'last.pt'} still holds epoch {epoch}")
     run.partial = partial
-    if main:
-        save(run, cfg, data)
-        print(f"stopped by signal {guard.signum} at epoch {epoch + 1}, step {run.step}: resume with "
-              f"--resume {Path(cfg.out) / 'last.pt'}", flush=True)
-    sys.exit(128 + guard.signum)
+    if setup.process.main:
+        save(run, setup.cfg, setup.data)
+    raise Stopped(f"stopped by signal {guard.signum} at epoch {epoch + 1}, step {run.step}: resume with "
+                  f"--resume {out / 'last.pt'}", guard.signum)
 
 
-def find_lr(cfg: Config, data, parts: dict, options: dict, train, optimizer, restore: tuple, main: bool):
-    """The LR range test on its own stream of batches, restoring what it changed (restore: model,
-    optimizer, scaler); sets cfg.lr and the optimizer's LR to its suggestion."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    loader = data.train_loader(*parts["train"], seed=cfg.seed + 1, **options)
-    batches = (b for _ in iter(int, 1) for b in loader)  # as many epochs as it takes
-    result = lr_finder.range_test(lambda x, y: train(x, y)[0], optimizer, batches, restore,
-                                  steps=cfg.find_lr_steps)
-    lr_finder.plot(result, out / "lr_find.png")
-    if main:
-        print(f"LR range test: suggested max LR {result.suggestion:.3g} (plot: {out / 'lr_find.png'})",
-              flush=True)
-    cfg.lr = result.suggestion
-    for group in optimizer.param_groups:
-        group["lr"] = cfg.lr
+def closing(setup: Setup, run: Run, wall_seconds: float) -> Result:
+    out = Path(setup.cfg.out)
+    summary = runlog.summary(run.history, setup.cfg.tta, wall_seconds)
+    if setup.process.main:
+        print(summary, flush=True)
+    return Result(setup.cfg, run.history, out / "last.pt", out / "best.pt" if run.best_val_acc is not None
+                  else None, summary)
 
 
-def describe(cfg: Config, process, parts: dict, resumed_at) -> str:
-    world = process.world
-    line = (f"{cfg.model} on {process.device}{f' x{world}' if world > 1 else ''} | "
-            f"{len(parts['train'][1])} train / {len(parts['test'][1])} test images | "
-            f"batch {cfg.batch_size * world} | {cfg.optimizer} lr {cfg.lr:.3g} {cfg.scheduler} | "
-            f"{cfg.precision}{' channels-last' if cfg.channels_last else ''}")
-    if resumed_at:
-        line += f" | resumed at epoch {resumed_at[0] + 1}" + (f" step {resumed_at[1]}" if resumed_at[1] else "")
-    return line
+def finished(cfg: Config, resumed: dict, process) -> Result:
+    """--resume of a run that has trained all its epochs: nothing to do, and how to train on."""
+    history, out = resumed["history"], Path(cfg.out)
+    more = ("pass --epochs N (more than now) with --resume to train on" if cfg.scheduler != "onecycle" else
+            "its OneCycle schedule has ended: start a new run with more --epochs to train longer")
+    summary = f"{out} already finished its {cfg.epochs} epochs: {runlog.summary(history, cfg.tta)}; {more}"
+    if process.main:
+        print(summary, flush=True)
+    distributed.finish()
+    return Result(cfg, history, out / "last.pt", out / "best.pt" if resumed["best_val_acc"] is not None
+                  else None, summary)
+
+
+def write_skipped(setup: Setup):
+    """--skip-bad-images: the files left out, beside the run (the count is in the data's note)."""
+    if setup.process.main and setup.data.bad_files:
+        (Path(setup.cfg.out) / "bad_images.txt").write_text("".join(f"{f}\n" for f in setup.data.bad_files))

@@ -1,28 +1,59 @@
 """LR range test (Smith 2015, sec. 3.3): raise the LR exponentially, watch the smoothed loss.
 
 The suggestion is the LR where the smoothed loss falls fastest (steepest descent against log LR), a
-usual choice for OneCycle's max LR. Everything the trial steps change (model, optimizer, gradient
-scaler) is restored afterwards, so the run that follows starts as if no test had been made.
+usual choice for OneCycle's max LR. A curve can give no usable answer: too few steps for the smoothing,
+a loss that never falls, or one that explodes from the start; the test then says why instead of
+suggesting a number (measured: 20 steps "suggested" 5.5e-06 on a curve flat up to 0.1), and
+`--lr auto` refuses to train on it. The test trains its own model from the run's seed, so the run that
+follows starts exactly as it would with the same LR given by hand.
 """
-import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from common.cli import UsageError
+
+from . import distributed, rng
+from .build import build_model, build_optimizer, precision
+from .config import LR_TEST_MIN_STEPS, Config, resolve
+from .data import Setup, prepare
+from .rundir import claim
+from .step import train_step
+
+START_LR, END_LR = 1e-6, 10.0  # the sweep: wide enough for every optimizer here
+MIN_DROP = 0.05        # the smoothed loss must fall at least this much (relative) before it rises
+EARLY_STOP = 0.2       # an explosion within this share of the sweep is divergence from the start
 
 
 @dataclass
 class RangeTest:
     lrs: list
-    losses: list  # smoothed
-    suggestion: float
+    losses: list          # smoothed
+    suggestion: float     # nan when there is no usable answer
+    problem: str = ""     # why the curve gives no usable LR, or ""
+
+    def line(self) -> str:
+        if self.problem:
+            return f"LR range test: no usable LR: {self.problem}"
+        return f"LR range test: suggested max LR {self.suggestion:.3g}"
+
+    def figure(self) -> Figure:
+        fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
+        ax = fig.subplots()
+        ax.plot(self.lrs, self.losses)
+        if not self.problem:
+            ax.axvline(self.suggestion, color="tab:red", ls="--", label=f"suggested max LR {self.suggestion:.2e}")
+            ax.legend()
+        ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="smoothed training loss",
+               title="LR range test" + (": no usable LR" if self.problem else ""))
+        return fig
 
 
-def range_test(step, optimizer, batches, restore=(), start_lr=1e-6, end_lr=10.0, steps=200,
-               beta=0.98, diverge=4.0) -> RangeTest:
-    """step(x, y) -> loss tensor runs one training step with optimizer; batches yields (x, y) forever;
-    restore: the objects (with state_dict/load_state_dict) to put back as they were."""
-    saved = [copy.deepcopy(obj.state_dict()) for obj in restore]
+def range_test(step, optimizer, batches, start_lr=START_LR, end_lr=END_LR, steps=200, beta=0.98,
+               diverge=4.0) -> RangeTest:
+    """step(x, y) -> loss tensor runs one training step with optimizer; batches yields (x, y)."""
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     for i, (x, y) in zip(range(steps), batches):
@@ -37,9 +68,23 @@ def range_test(step, optimizer, batches, restore=(), start_lr=1e-6, end_lr=10.0,
         best = min(best, smoothed)
         lrs.append(lr)
         losses.append(smoothed)
-    for obj, state in zip(restore, saved):
-        obj.load_state_dict(state)
-    return RangeTest(lrs, losses, steepest_descent(lrs, losses))
+    problem = verdict(lrs, losses, steps)
+    return RangeTest(lrs, losses, float("nan") if problem else steepest_descent(lrs, losses), problem)
+
+
+def verdict(lrs, losses, steps: int) -> str:
+    """Why this curve gives no usable LR, or "" when it does."""
+    more = f"run it with --find-lr-steps {max(2 * LR_TEST_MIN_STEPS, 2 * steps)} or more, or pass --lr"
+    if steps < LR_TEST_MIN_STEPS:
+        return f"{steps} steps are too few (its smoothing spans ~50 steps, so the curve lags the LR): {more}"
+    if len(lrs) < EARLY_STOP * steps:
+        return (f"the loss exploded after {len(lrs)} of {steps} steps, at LR {lrs[-1] if lrs else 0:.1e}: "
+                "nothing trains at these LRs (check the data and model), or pass --lr")
+    start = float(np.mean(losses[:max(1, len(losses) // 10)]))
+    drop = (start - min(losses)) / start
+    if drop < MIN_DROP:
+        return f"the smoothed loss never fell by {MIN_DROP:.0%} (at best {drop:.1%}) before it rose: {more}"
+    return ""
 
 
 def steepest_descent(lrs, losses) -> float:
@@ -51,16 +96,44 @@ def steepest_descent(lrs, losses) -> float:
     return float(lrs[lo + int(np.argmin(slopes[lo:hi]))])
 
 
-def plot(result: RangeTest, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(result.lrs, result.losses)
-    ax.axvline(result.suggestion, color="tab:red", ls="--", label=f"suggested max LR {result.suggestion:.2e}")
-    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="smoothed training loss",
-           title="LR range test")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def search(setup: Setup) -> RangeTest:
+    """The range test on a model of the run's own, seeded as the run's, on its own stream of batches."""
+    cfg, device = setup.cfg, setup.process.device
+    rng.seed_everything(cfg.seed)
+    model = build_model(cfg, len(setup.data.classes), device)
+    optimizer = build_optimizer(replace(cfg, lr=START_LR), model, device)  # the test sets each step's LR
+    autocast, scaler, _ = precision(cfg, device)
+    loader = setup.train_loader(cfg.batch_size, seed=cfg.seed + 1)
+    batches = (b for _ in iter(int, 1) for b in loader)  # as many epochs as it takes
+    return range_test(lambda x, y: train_step(model, optimizer, scaler, autocast, x, y,
+                                              smoothing=cfg.label_smoothing)[0],
+                      optimizer, batches, steps=cfg.find_lr_steps)
+
+
+def find_lr(cfg: Config) -> RangeTest:
+    """train.py --find-lr, and a notebook's call: the range test alone, its line printed and its plot
+    written to RUN/lr_find.png; the result's figure() draws it again."""
+    cfg = resolve(cfg)
+    process = distributed.start(cfg.device)
+    refuse_ranks(process)
+    with claim(cfg, process, new_run=False):
+        result = search(prepare(cfg, process))
+        result.figure().savefig(f"{cfg.out}/lr_find.png")
+        print(f"{result.line()} (plot: {cfg.out}/lr_find.png)", flush=True)
+    return result
+
+
+def usable_lr(setup: Setup) -> float:
+    """--lr auto: the range test's suggestion, or a UsageError saying why it has none."""
+    refuse_ranks(setup.process)
+    result = search(setup)
+    if result.problem:
+        raise UsageError(f"--lr auto: the LR range test gives no usable LR: {result.problem}")
+    if setup.process.main:
+        print(result.line(), flush=True)
+    return result.suggestion
+
+
+def refuse_ranks(process):
+    if process.world > 1:
+        raise UsageError("run the LR range test on one process, then pass its --lr to torchrun")

@@ -1,17 +1,21 @@
-"""What a training run tells people: an aligned table on stdout, metrics.csv and TensorBoard events."""
+"""What a training run tells people: the describing line, an aligned table on stdout (plain rows: clean
+in a log file and in a saved notebook), metrics.csv and TensorBoard events, and the closing line."""
 import csv
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
+from common.files import write_text
 from common.tables import row as table_row
 
 # (history key, column header, format spec, shown when); accuracies are stored as fractions.
 COLUMNS = [("epoch", "epoch", "d", None), ("lr", "lr", ".2e", None), ("batch_size", "batch", "d", "ramp"),
-           ("train_loss", "train loss", ".5g", None), ("train_acc", "train acc", ".2%", None),
-           ("val_loss", "val loss", ".5g", "val"), ("val_acc", "val acc", ".2%", "val"),
-           ("test_loss", "test loss", ".5g", None), ("test_acc", "test acc", ".2%", None),
+           ("train_loss", "train loss", ".4f", None), ("train_acc", "train acc", ".2%", None),
+           ("val_loss", "val loss", ".4f", "val"), ("val_acc", "val acc", ".2%", "val"),
+           ("test_loss", "test loss", ".4f", None), ("test_acc", "test acc", ".2%", None),
            ("ema_test_acc", "EMA acc", ".2%", "ema"), ("img_s", "img/s", ",.0f", None),
-           ("seconds", "sec", ".1f", None)]
+           ("seconds", "epoch s", ".1f", None)]
 WIDTH = 10  # fits the widest header and 9.2616e+10
 
 
@@ -53,24 +57,62 @@ class RunLog:
         self.tb.close()
 
 
+def start(cfg, process, parts: dict, start_epoch: int, resumed_at) -> RunLog | None:
+    """Rank 0: the run directory, config.json, the describing line and the table's header."""
+    if not process.main:
+        return None
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    log = RunLog(out, columns(val="val" in parts, ema=bool(cfg.ema), ramp=cfg.batch_ramp), start_epoch)
+    print(describe(cfg, process, parts, resumed_at), flush=True)
+    log.header()
+    return log
+
+
+def describe(cfg, process, parts: dict, resumed_at) -> str:
+    world = process.world
+    line = (f"{cfg.model} on {process.device}{f' x{world}' if world > 1 else ''} | "
+            f"{len(parts['train'][1])} train / {len(parts['test'][1])} test images | "
+            f"batch {cfg.batch_size * world} | {cfg.optimizer} lr {cfg.lr:.3g} {cfg.scheduler} | "
+            f"{cfg.precision}{' channels-last' if cfg.channels_last else ''} | evaluated: {weights(cfg)}")
+    if resumed_at:
+        line += f" | resumed at epoch {resumed_at[0] + 1}" + (f" step {resumed_at[1]}" if resumed_at[1] else "")
+    return line
+
+
+def weights(cfg) -> str:
+    """Which weights the accuracies are of, and how they are evaluated."""
+    return ("raw and EMA weights" if cfg.ema else "raw weights") + (", flip TTA" if cfg.tta else "")
+
+
 def progress(batches: int, initial: int, batch_size: int, enabled: bool):
-    """A tqdm bar in images, with img/s and ETA, when stdout is a terminal; otherwise nothing, so
-    logs stay plain rows. It counts batches, shown as images (unit_scale)."""
+    """A bar in images with img/s and ETA: a widget in a notebook, text on a terminal, else nothing (a
+    text bar's carriage returns would litter log files and saved notebooks). It counts batches, shown as
+    images (unit_scale)."""
     from tqdm import tqdm
-    return tqdm(total=batches, initial=initial, leave=False, dynamic_ncols=True, unit="img",
-                unit_scale=batch_size, disable=not (enabled and sys.stdout.isatty()), file=sys.stdout)
+    bar = tqdm
+    if enabled and "ipykernel" in sys.modules:
+        try:
+            from tqdm.notebook import tqdm as bar  # needs ipywidgets
+        except ImportError:
+            enabled = False
+    elif not sys.stdout.isatty():
+        enabled = False
+    return bar(total=batches, initial=initial, leave=False, dynamic_ncols=True, unit="img",
+               unit_scale=batch_size, disable=not enabled, file=sys.stdout)
 
 
-def summary(history: list) -> str:
-    """The headline: the final epoch's test accuracy (what papers report; choosing the best epoch on
-    the test set would leak it), and the best validation accuracy when there is a split."""
-    last = history[-1]
-    seconds = sum(r["seconds"] for r in history)
-    line = f"done: final test acc {last['test_acc']:.2%}"
+def summary(history: list, tta: bool, wall_seconds: float | None = None) -> str:
+    """The headline: the final epoch's test accuracy, of each set of weights (what papers report:
+    choosing the best epoch on the test set would leak it), the best validation accuracy when there is
+    a split, and the wall time of this process."""
+    last, how = history[-1], ", flip TTA" if tta else ""
+    line = f"done: final test acc {last['test_acc']:.2%} (raw weights{how})"
     if "ema_test_acc" in last:
-        line += f" (EMA weights {last['ema_test_acc']:.2%})"
-    line += f" after {len(history)} epochs in {seconds:.1f} s"
+        line += f", {last['ema_test_acc']:.2%} (EMA weights{how})"
+    line += f" after {len(history)} epoch{'s' * (len(history) != 1)}"
     if "val_acc" in last:
         best = max(history, key=lambda r: r["val_acc"])
         line += f"; best val acc {best['val_acc']:.2%} at epoch {best['epoch']} (best.pt)"
-    return line
+    return line + ("" if wall_seconds is None else f"; wall time {wall_seconds:.1f} s")

@@ -1,0 +1,35 @@
+"""The run directory: one writer at a time (an OS lock that rank 0 holds for the run's whole life, so two
+processes, terminals or sweep workers never mix their files), and a new run never lands on an old one."""
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from common.cli import UsageError
+from nets import checkpoint
+
+
+@contextmanager
+def claim(cfg, process, new_run: bool):
+    """Hold cfg.out for the block (rank 0); new_run: refuse a directory that already holds a run."""
+    try:
+        from common import lock  # TEMP(lead): until common/lock.py lands
+        hold = lock.hold
+    except ImportError:
+        hold = nullcontext
+    out = Path(cfg.out)
+    with hold(out) if process.main else nullcontext():
+        if new_run and (out / "last.pt").exists():
+            raise UsageError(already_holds(out, cfg.model))
+        yield
+
+
+def already_holds(out: Path, model: str) -> str:
+    """The refusal, pointing at the old run only when continuing it is what this command could mean."""
+    try:
+        state = checkpoint.load(out / "last.pt")
+        theirs, done, planned = state["config"]["model"], state["epoch"], state["config"]["epochs"]
+    except (checkpoint.CheckpointError, KeyError):
+        return f"{out} already holds a run (its last.pt): pick another --out"
+    if theirs != model:
+        return f"{out} already holds a {theirs} run ({done} of {planned} epochs): pick another --out for {model}"
+    return (f"{out} already holds a {theirs} run ({done} of {planned} epochs): continue it with --resume "
+            f"{out / 'last.pt'}, or pick another --out")
