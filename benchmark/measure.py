@@ -1,12 +1,15 @@
 """Timing: images/s of repeated runs (median, min, max), the stages of a group interleaved round by
 round; every stage on a deadline, so none can wait for ever."""
 import itertools
+import os
 import statistics
 import threading
 import time
 from contextlib import contextmanager
 
 import torch
+
+from . import load, verdict
 
 GRACE = 30.0  # seconds a single call may run past its stage's deadline before the watchdog steps in
 
@@ -52,25 +55,57 @@ def interleaved(runs: dict, deadlines: dict, *, warmup: int, repeats: int, sync,
     """{stage: figures}: each run(check) (which returns how many images it processed) `warmup` times
     untimed, then `repeats` times timed, one stage after the other in every round, so that a busy
     spell on a shared machine falls on all stages alike. cpu_per_wall is this process's CPU seconds
-    per second (DataLoader workers are other processes): in a model stage, below the thread count
-    means something else had the cores and the figure is low."""
-    rates, images = {k: [] for k in runs}, {k: [] for k in runs}
-    wall, cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
+    per second (DataLoader workers are other processes); others_cores, the cores' worth other
+    processes used during the timed runs (load.py), and the load average before and after them say
+    whether the machine was free; `unreliable` lists what makes the figure doubtful (verdict.py)."""
+    tallies = {k: Tally() for k in runs}
     for round_ in range(warmup + repeats):
         for stage, run in runs.items():
+            timed = round_ >= warmup
+            before = tallies[stage].start() if timed else None
             with deadlines[stage] as deadline:
                 t0, c0 = time.perf_counter(), time.process_time()
                 n = run(deadline.check)
                 sync()
                 seconds = time.perf_counter() - t0
             progress(stage, round_ - warmup, repeats, n / seconds)
-            if round_ >= warmup:
-                rates[stage].append(n / seconds)
-                wall[stage] += seconds
-                cpu[stage] += time.process_time() - c0
-                images[stage].append(n)
-    return {k: dict(median=statistics.median(r), min=min(r), max=max(r), runs=r, images_per_run=images[k],
-                    cpu_per_wall=cpu[k] / wall[k]) for k, r in rates.items()}
+            if timed:
+                tallies[stage].add(before, n, seconds, time.process_time() - c0)
+    return {k: t.figures() for k, t in tallies.items()}
+
+
+class Tally:
+    """One stage's timed runs: images/s, CPU time, and the machine's load around each run."""
+
+    def __init__(self):
+        self.rates, self.images, self.others, self.load_average = [], [], [], []
+        self.wall = self.cpu = self.others_cpu = self.watched = 0.0
+
+    def start(self) -> load.Sample:
+        if not self.load_average:
+            self.load_average.append(os.getloadavg()[0])
+        return load.sample()
+
+    def add(self, before: load.Sample, n: int, seconds: float, cpu: float):
+        after = load.sample()
+        others = load.others_cores(before, after)
+        window = after.wall - before.wall
+        self.rates.append(n / seconds)
+        self.images.append(n)
+        self.wall, self.cpu = self.wall + seconds, self.cpu + cpu
+        self.others.append(others if others is not None and window >= load.MIN_WINDOW else None)
+        if others is not None:
+            self.others_cpu, self.watched = self.others_cpu + others * window, self.watched + window
+        self.load_average[1:] = [os.getloadavg()[0]]
+
+    def figures(self) -> dict:
+        r = self.rates
+        out = dict(median=statistics.median(r), min=min(r), max=max(r), runs=r, images_per_run=self.images,
+                   cpu_per_wall=self.cpu / self.wall,
+                   others_cores=self.others_cpu / self.watched if self.watched >= load.MIN_WINDOW else None,
+                   others_cores_runs=self.others, load_average=self.load_average)
+        out["unreliable"] = verdict.reasons(out)
+        return out
 
 
 def passes(loader, seconds: float):

@@ -1,13 +1,14 @@
 """bench.py's options, declared once: the training options it shares come from training's Config
 (same flag, help and default), the rest are declared here."""
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from common import cli
 from common.cli import UsageError, option
 from training.config import Config
+
+from . import fastpaths
 
 CPU_IMAGES = 10_240  # images per pipeline pass on a CPU: 20 batches of 512
 SCALING_BATCHES = (128, 256, 512, 1024, 2048)
@@ -31,7 +32,11 @@ class Options:
     compile: bool = training("compile")
     seed: int = training("seed")
     images: int = option(0, f"images per pipeline pass (default: all on a GPU, {CPU_IMAGES:,} on a CPU)")
-    workers: int = option(os.cpu_count() or 1, "DataLoader worker processes (default: the number of cores)")
+    threads: int = option(0, "threads of each loader and of the training step: torch's intra-op threads, DALI's "
+                             "threads (at most 4) and, unless --workers, DataLoader workers (default: the cores "
+                             "other processes leave free, watched for 0.5 s at the start: more threads than free "
+                             "cores stall each other)")
+    workers: int | None = option(None, "DataLoader worker processes (default: --threads)", type=int)
     repeats: int = option(3, "timed runs of each stage (median, min, max)")
     warmup: int = option(1, "untimed runs of each pipeline, and untimed training steps before the "
                             "model stages")
@@ -41,6 +46,12 @@ class Options:
                                    "CPU, where a step of 512 takes ~5 s)")
     model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, "
                                  "1 on a CPU)")
+    fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say which "
+                                    "precision and compile mode it would choose (default: on a GPU; on a "
+                                    "CPU compiling ResNet18 takes about a minute per mode)")
+    fast_path_variants: tuple = option(fastpaths.DEFAULT, "PRECISION:MODE pairs for --fast-paths (default "
+                                       + " ".join(fastpaths.DEFAULT) + "; modes: " + ", ".join(fastpaths.MODES)
+                                       + ")", nargs="+", type=fastpaths.variant)
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
                                   "(several minutes more on a CPU)")
     scaling_batches: tuple = option(SCALING_BATCHES, "batch sizes for --scaling (default "
@@ -53,7 +64,8 @@ class Options:
         problems = [
             (self.synthetic < 0, f"--synthetic must be >= 0 (got {self.synthetic})"),
             (self.images < 0, f"--images must be >= 0 (got {self.images})"),
-            (self.workers < 0, f"--workers must be >= 0 (got {self.workers})"),
+            (self.threads < 0, f"--threads must be >= 0 (got {self.threads})"),
+            (self.workers is not None and self.workers < 0, f"--workers must be >= 0 (got {self.workers})"),
             (self.repeats < 1, f"--repeats must be >= 1 (got {self.repeats})"),
             (self.warmup < 0, f"--warmup must be >= 0 (got {self.warmup})"),
             (self.model_repeats < 0, f"--model-repeats must be >= 0 (got {self.model_repeats})"),

@@ -15,16 +15,16 @@ from common.cli import UsageError
 from training import config, rng
 from training.build import precision
 
-from . import limits, loaders, measure, plot, report, scaling, stages
+from . import fastpaths, limits, load, loaders, measure, plot, report, scaling, stages
 from .measure import Deadline, StageOverrun
 from .options import CPU_IMAGES, Options
 
 
 def bench(opts: Options):
     started, load_start = time.perf_counter(), os.getloadavg()[0]
-    cfg = config.build(dict(model=opts.model, batch_size=opts.batch_size, precision=opts.precision,
-                            channels_last=opts.channels_last, compile=opts.compile, device=opts.device,
-                            seed=opts.seed))
+    base = dict(model=opts.model, batch_size=opts.batch_size, precision=opts.precision,
+                channels_last=opts.channels_last, compile=opts.compile, device=opts.device, seed=opts.seed)
+    cfg = config.build(base)
     device = devices.choose(cfg.device)
     images, labels, source = loaders.load_images(opts)
     n = opts.images or (len(labels) if device.type == "cuda" else min(len(labels), CPU_IMAGES))
@@ -32,29 +32,57 @@ def bench(opts: Options):
         raise UsageError(f"--images {n} but the data holds {len(labels)} images")
     if n < cfg.batch_size:
         raise UsageError(f"{n} images make no full batch of {cfg.batch_size}: lower --batch-size")
+    watched = choose_threads(opts)
     rng.seed_everything(cfg.seed)
     dtype = precision(cfg, device).loader_dtype
     doc = header(opts, cfg, device, dtype, source, n, len(labels), images.shape[1:])
+    doc["config"].update(watched)
     doc["device"]["load_average_start"] = load_start  # other processes on the machine skew the figures
+    with measure.torch_threads(opts.threads):
+        measure_all(doc, opts, cfg, base, device, dtype, images[:n], labels[:n], started)
+    plot.draw(doc, opts.png)
+    print(report.tables(doc))
+    print(f"\nfigures: {opts.json}, {opts.png}")
+
+
+def choose_threads(opts) -> dict:
+    """Threads that each find a core (load.py): --threads, or the cores other processes leave free now;
+    sets opts.threads and opts.workers, and returns how they were chosen."""
+    if opts.threads:
+        cores, others, how = os.cpu_count() or 1, None, "--threads"
+    else:
+        cores, others = load.free_cores()
+        opts.threads = load.threads_for(cores, others)
+        how = "cores free at the start" if others is not None else "cores (load unknown)"
+    opts.workers = opts.threads if opts.workers is None else opts.workers
+    return dict(threads=opts.threads, threads_from=how, others_cores_start=others, workers=opts.workers,
+                torch_threads=opts.threads, dali_threads=min(4, opts.threads))
+
+
+def measure_all(doc: dict, opts, cfg, base: dict, device, dtype, images, labels, started: float):
+    """Every group of stages, the JSON rewritten after each; then the verdicts. A stage past its
+    deadline ends the run (exit 1) with what was measured."""
     deadline = partial(Deadline, limit=opts.stage_timeout, on_stuck=partial(stuck, doc, opts.json, started))
-    build = partial(build_loader, opts, cfg, device, dtype, images[:n], labels[:n])
+    build = partial(build_loader, opts, cfg, device, dtype, images, labels)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     progress = partial(progress_line, started)
+    save = partial(report.write, doc, opts.json)
     try:
-        measure_stages(doc, opts, cfg, device, dtype, build, deadline, sync, progress)
+        batch = measure_stages(doc, opts, cfg, device, dtype, build, deadline, sync, progress, save)
+        if doc["config"]["fast_paths"]:
+            measure_fast_paths(doc, opts, base, device, batch, deadline, sync, progress, save)
+        del batch
         if opts.scaling:
             alone = partial(measure_alone, opts, deadline, sync, progress)
             doc["scaling"] = scaling.sweep(build, alone, batch_sizes=opts.scaling_batches,
-                                           batch_size=cfg.batch_size, images=n)
+                                           batch_size=cfg.batch_size, images=len(labels))
             doc["memory"]["host_rss_peak_mb_after"]["scaling"] = report.peak_rss_mb()
     except StageOverrun as e:
         doc["failed"] = dict(stage=e.stage, message=str(e))
         report.write(finish(doc, device, started), opts.json)
         cli.fail(f"{e}; the figures so far are in {opts.json}", code=1)
+    report.judge(doc)
     report.write(finish(doc, device, started), opts.json)
-    plot.draw(doc, opts.png)
-    print(report.tables(doc))
-    print(f"\nfigures: {opts.json}, {opts.png}")
 
 
 def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape) -> dict:
@@ -67,26 +95,29 @@ def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape)
         versions=report.versions(),
         config=dict(model=cfg.model, batch_size=cfg.batch_size, precision=cfg.precision,
                     loader_dtype=str(dtype).removeprefix("torch."), dataloader_dtype="float32",
-                    channels_last=cfg.channels_last, compile=cfg.compile, workers=opts.workers,
-                    torch_threads=torch.get_num_threads(), repeats=opts.repeats, warmup=opts.warmup,
-                    run_seconds=opts.run_seconds, model_repeats=rounds, model_steps=steps, seed=cfg.seed,
-                    stage_timeout=opts.stage_timeout),
+                    channels_last=cfg.channels_last, compile=cfg.compile, repeats=opts.repeats,
+                    warmup=opts.warmup, run_seconds=opts.run_seconds, model_repeats=rounds, model_steps=steps,
+                    seed=cfg.seed, stage_timeout=opts.stage_timeout,
+                    fast_paths=gpu if opts.fast_paths is None else opts.fast_paths,
+                    fast_path_variants=list(opts.fast_path_variants)),
         data=dict(source=source, synthetic=bool(opts.synthetic), images=n, available=available,
                   image_shape=list(shape)),
-        results={}, memory=dict(host_rss_peak_mb_after={}), scaling=None, failed=None)
+        results={}, memory=dict(host_rss_peak_mb_after={}, gpu_max_allocated_mb=None, gpu_device_used_mb=None),
+        fast_paths=None, scaling=None, failed=None, complete=False)
 
 
 def build_loader(opts, cfg, device, dtype, images, labels, name: str, batch_size: int, threads=None):
-    """Loader `name`; threads None: DALI's default threads, --workers DataLoader workers."""
-    if threads is None and name == "dataloader":
-        threads = opts.workers
+    """Loader `name`; threads None: the run's (DALI: --threads, at most 4; DataLoader: --workers)."""
+    if threads is None:
+        threads = opts.workers if name == "dataloader" else min(4, opts.threads)
     return loaders.build(name, images, labels, batch_size=batch_size, seed=cfg.seed, device=device,
                          dtype=dtype, channels_last=cfg.channels_last, threads=threads,
                          timeout=opts.stage_timeout)
 
 
-def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, progress):
-    """The pipeline stages, then the model stages; ratios and limits from their medians."""
+def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, progress, save):
+    """The pipeline stages, then the model stages (the JSON saved after each); ratios and limits from
+    their medians. Returns the batch the model trained on alone."""
     built = {name: build(name, cfg.batch_size) for name in loaders.NAMES}
     deadlines = {k: deadline(k) for k in stages.PIPELINES + stages.MODELS}
     if device.type == "cuda":
@@ -95,16 +126,35 @@ def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, p
     results.update(stages.pipelines(built, deadlines, warmup=opts.warmup, repeats=opts.repeats,
                                     seconds=opts.run_seconds, sync=sync, progress=progress))
     doc["memory"]["host_rss_peak_mb_after"]["pipelines"] = report.peak_rss_mb()
+    save()
     c = doc["config"]
-    found, flops_per_image = stages.models(
+    found, flops_per_image, batch = stages.models(
         built, stages.trainer(cfg, device), deadlines, warmup=opts.warmup, repeats=c["model_repeats"],
         steps_per_run=c["model_steps"], sync=sync, progress=progress)
     results.update(found)
     doc["memory"]["host_rss_peak_mb_after"]["models"] = report.peak_rss_mb()
+    if device.type == "cuda":  # the loaders and the model stages; the fast paths count their own
+        doc["memory"]["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     del built
     gc.collect()  # the DataLoader's workers exit: their peak RSS is counted
     doc["ratios"] = report.ratios(results)
     doc["limits"] = limits_of(doc, flops_per_image, dtype)
+    save()
+    return batch
+
+
+def measure_fast_paths(doc: dict, opts, base: dict, device, batch, deadline, sync, progress, save):
+    """The training step's variants (fastpaths.py), the JSON saved after each one's warm-up."""
+    def saved(found):
+        doc["fast_paths"] = dict(variants=found)
+        save()
+    c = doc["config"]
+    found = fastpaths.measure(opts.fast_path_variants, base, device, batch, deadline, warmup=opts.warmup,
+                              repeats=c["model_repeats"], steps_per_run=c["model_steps"], sync=sync,
+                              progress=progress, save=saved)
+    doc["limits"]["fast_paths"] = limits.compute(found, found, doc["limits"]["flops_per_image"],
+                                                 doc["device"]["bf16_peak_tflops"])
+    saved(found)
 
 
 def measure_alone(opts, deadline, sync, progress, stage: str, loader) -> dict:
@@ -128,14 +178,13 @@ def limits_of(doc: dict, flops_per_image: float, dtype) -> dict:
 
 def finish(doc: dict, device, started: float) -> dict:
     memory = doc["memory"]
-    memory.update(host_rss_peak_mb=report.peak_rss_mb(), gpu_max_allocated_mb=None, gpu_device_used_mb=None,
+    memory.update(host_rss_peak_mb=report.peak_rss_mb(),
                   worker_rss_peak_mb=report.peak_rss_mb(resource.RUSAGE_CHILDREN))
     if device.type == "cuda":  # DALI's buffers live outside PyTorch's allocator: the device total shows them
         free, total = torch.cuda.mem_get_info()
-        memory.update(gpu_max_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
-                      gpu_device_used_mb=(total - free) / 2**20)
+        memory["gpu_device_used_mb"] = (total - free) / 2**20
     doc["device"]["load_average_end"] = os.getloadavg()[0]
-    doc["seconds"] = time.perf_counter() - started
+    doc["seconds"], doc["complete"] = time.perf_counter() - started, doc["failed"] is None
     return doc
 
 

@@ -17,6 +17,7 @@ LABELS = {**{f"pipeline_{k}": f"pipeline  {v}" for k, v in NAMES.items()},
 PIPELINES = [f"pipeline_{k}" for k in NAMES]
 FLOP_IMAGES = 8  # images of the first batch whose training step the FLOP counter watches
 MODELS = ["model_only"] + [f"e2e_{k}" for k in NAMES]
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 
 
 class Trainer(NamedTuple):
@@ -24,16 +25,23 @@ class Trainer(NamedTuple):
     eager_step: object  # the same on the uncompiled model, for the FLOP counter
 
 
-def trainer(cfg, device) -> Trainer:
-    """training.step.train_step with the model, optimizer, autocast and scaler set up as training does."""
+def trainer(cfg, device, mode: str | None = None) -> Trainer:
+    """training.step.train_step with the model, optimizer, autocast and scaler set up as training does;
+    compiled in torch.compile's `mode` (None: eager, or the default mode when the config compiles)."""
     model = build_model(cfg, 10, device)
     optimizer = build_optimizer(cfg, model, device)
     amp, scaler, _ = precision(cfg, device)
-    compiled = torch.compile(model) if cfg.compile else model
+    mode = mode or ("default" if cfg.compile else None)
+    compiled = torch.compile(model, mode=mode) if mode else model
+    graphs = mode in CUDA_GRAPH_MODES and device.type == "cuda"
 
-    def on(net):
-        return lambda x, y: train_step(net, optimizer, scaler, amp, x, y, cfg.label_smoothing)
-    return Trainer(on(compiled), on(model))
+    def on(net, mark: bool):
+        def step(x, y):
+            if mark:  # a new step: the CUDA graphs may overwrite the last step's outputs (none is kept)
+                torch.compiler.cudagraph_mark_step_begin()
+            train_step(net, optimizer, scaler, amp, x, y, cfg.label_smoothing)
+        return step
+    return Trainer(on(compiled, graphs), on(model, False))
 
 
 def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, seconds: float, sync,
@@ -46,7 +54,7 @@ def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, seco
 
 def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repeats: int, steps_per_run: int,
            sync, progress) -> tuple:
-    """(results, training FLOPs per image): the model alone and fed by each loader, interleaved, after
+    """(results, training FLOPs per image, the model-alone batch): the model alone and fed by each loader, interleaved, after
     `warmup` untimed steps they share (one model). FLOPs are counted on a few images of the batch, on
     the uncompiled model: a conv net's FLOPs grow linearly with the batch, and a small one is quick."""
     streams = {name: forever(loader) for name, loader in loaders.items()}  # each stream's first batch drawn
@@ -63,4 +71,4 @@ def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repea
     runs = {"model_only": steps(train.step, alone, steps_per_run),
             **{f"e2e_{name}": steps(train.step, stream, steps_per_run) for name, stream in streams.items()}}
     results = interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress)
-    return results, flops_per_image
+    return results, flops_per_image, (x, y)

@@ -1,0 +1,86 @@
+"""How busy the machine is apart from this benchmark, and how many threads it can have. Other processes'
+CPU time over a window is the machine's busy time (/proc/stat, steal included: another VM on the same
+cores) minus this process's and its children's (DataLoader workers, compile workers). It matters more
+than a load average: one thread of a parallel region that finds no free core stalls the others (on 2
+cores with one taken, the torch-ops loader at 2 threads fell from ~180,000 to ~8,900 img/s), so a
+figure measured while others held cores is marked unreliable, and the thread count follows the cores
+left free. Linux only; elsewhere the figures are None and nothing is judged by them."""
+import glob
+import os
+import resource
+import time
+from typing import NamedTuple
+
+LOAD_LIMIT = 0.25  # cores: other processes above this during a stage make its figure unreliable
+START_WINDOW = 0.5  # seconds watched before choosing the thread count
+MIN_WINDOW = 0.4  # seconds: shorter windows are too coarse to judge (/proc/stat counts 10 ms ticks)
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc's unit: ticks per second
+
+
+class Sample(NamedTuple):
+    wall: float         # perf_counter seconds
+    busy: float | None  # the machine's busy CPU seconds since boot, None without /proc/stat
+    own: float          # CPU seconds of this process, its finished children and its live descendants
+
+
+def sample() -> Sample:
+    return Sample(time.perf_counter(), machine_busy(), own_cpu())
+
+
+def machine_busy() -> float | None:
+    """Busy CPU seconds of all cores: user, nice, system, irq, softirq and steal (not idle or iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+def own_cpu() -> float:
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + finished.ru_utime + finished.ru_stime + sum(map(process_cpu,
+                                                                                 descendants(os.getpid())))
+
+
+def descendants(pid: int) -> list:
+    """Every live process below pid (the children of each of its threads, and theirs)."""
+    found = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                found += [int(child) for child in f.read().split()]
+        except OSError:  # the thread ended meanwhile
+            pass
+    return found + [d for child in found for d in descendants(child)]
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process, and of its reaped children, in seconds (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / TICK  # fields 14-17 of proc(5): utime stime cutime cstime
+
+
+def others_cores(before: Sample, after: Sample) -> float | None:
+    """Cores' worth of CPU that other processes used between two samples (None: not known here)."""
+    if before.busy is None or after.busy is None or after.wall <= before.wall:
+        return None
+    return max(0.0, (after.busy - before.busy) - (after.own - before.own)) / (after.wall - before.wall)
+
+
+def free_cores(window: float = START_WINDOW) -> tuple:
+    """(cores, other processes' cores) watched over `window` seconds while this process waits."""
+    before = sample()
+    time.sleep(window)
+    return os.cpu_count() or 1, others_cores(before, sample())
+
+
+def threads_for(cores: int, others: float | None) -> int:
+    """Threads that each find a core: the cores less those other processes hold (a core counts as held
+    once others use more than LOAD_LIMIT of it), at least 1."""
+    return max(1, int(cores - (others or 0.0) + LOAD_LIMIT))
