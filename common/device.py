@@ -1,4 +1,12 @@
-"""Which device a command runs on: one rule for train.py, viz.py and bench.py."""
+"""Which device a command runs on (one rule for train.py, viz.py and bench.py), DALI's id for it, one
+resident copy of a host array on it, and whether torch.compile can build its kernels here."""
+import os
+import shutil
+import sysconfig
+import weakref
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from .cli import UsageError
@@ -33,3 +41,46 @@ def cpu_has_native_bf16() -> bool:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
+
+
+_RESIDENT = {}  # (id(array), device, prepare) -> (weak ref to the array, weak ref to its device tensor)
+
+
+def resident(array: np.ndarray, device: torch.device, prepare=None) -> torch.Tensor:
+    """The host array on `device`, copied once and shared by every holder (the train, test and
+    validation loaders, the LR finder's, each batch-ramp rebuild) while any of them keeps it; the same
+    array object and device give the same tensor. prepare(tensor) -> tensor derives a store from the
+    copy (cached under its own key). The array is taken as read-only: change it and build anew."""
+    key = (id(array), str(device), prepare)
+    array_ref, tensor_ref = _RESIDENT.get(key, (None, None))
+    tensor = tensor_ref() if array_ref is not None and array_ref() is array else None
+    if tensor is None:
+        tensor = torch.from_numpy(array).to(device)
+        tensor = prepare(tensor) if prepare else tensor
+        _RESIDENT[key] = (weakref.ref(array), weakref.ref(tensor))
+        for stale in [k for k, (a, t) in _RESIDENT.items() if a() is None or t() is None]:
+            del _RESIDENT[stale]  # their array or every holder is gone: the memory is already free
+    return tensor
+
+
+def compile_problem(device="auto") -> str | None:
+    """Why torch.compile cannot build its kernels here, in one line with the fix, or None. Inductor
+    compiles native code at run time: for a GPU, Triton builds its kernel launchers with a C compiler
+    ($CC, else gcc, else clang); for the CPU, Inductor builds its C++ kernels ($CXX, else g++); both
+    include this interpreter's Python.h. device: "auto" (the GPU when CUDA is visible), "cuda", "cpu"."""
+    gpu = str(device) != "cpu" and torch.cuda.is_available()
+    language, variable, fallbacks = ("C", "CC", ("gcc", "clang")) if gpu else ("C++", "CXX", ("g++",))
+    named = os.environ.get(variable)
+    compiler = named or next((c for c in fallbacks if shutil.which(c)), None)
+    if compiler is None or shutil.which(compiler) is None:
+        what = f"${variable}={named} is not an executable" if named else (
+            f"${variable} is unset and no {' or '.join(fallbacks)} is on PATH")
+        return (f"torch.compile needs a {language} compiler {'for Triton on the GPU' if gpu else 'on the CPU'}"
+                f" ({what}): install {fallbacks[0]} or set {variable}, or leave out --compile")
+    scheme = sysconfig.get_default_scheme()  # Triton's rule: Debian's posix_local means posix_prefix
+    include = Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)["include"])
+    if not (include / "Python.h").is_file():
+        version = sysconfig.get_python_version()
+        return (f"torch.compile needs this Python's headers ({include / 'Python.h'} is missing): install "
+                f"python{version}-dev (or your Python's headers), or leave out --compile")
+    return None

@@ -4,15 +4,20 @@ The pixel work runs in DALI, on the GPU when the pipeline has a device_id and on
 when device_id is None. The images come in through external sources: uint8 arrays (CIFAR-10's store,
 resident in GPU memory on a GPU) or the bytes of image files, decoded by DALI (nvJPEG on a GPU).
 The random draws (order, crop offset, flip, cutout centre) are made by numpy from (seed, epoch) and
-fed in beside the images: every epoch is a pure function of the seed, so `--resume` continues
-bit-exactly (mid-epoch too, by starting at the step), one pipeline serves every epoch, and every
-rank of a sharded run sees different draws.
+fed in beside the images: every epoch is a pure function of the seed, so `--resume` continues with the
+same batches and draws (mid-epoch too, by starting at the step), one pipeline serves every epoch, and
+every rank of a sharded run sees different draws.
+
+On a GPU the uint8 set is resident once per device, shared by every loader made from the same array
+(common.device.resident), and each epoch's order is uploaded once; a batch is gathered on the GPU.
 """
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
+
+from common.device import resident
 
 from .augment_spec import CUTOUT, PAD, cutout_fill, cutout_side
 
@@ -52,7 +57,9 @@ class TrainSource:
                          crop_start=rng.integers(-PAD, PAD + 1, (n, 2)).astype(np.int32),
                          flip=rng.integers(0, 2, n).astype(np.int32),
                          cutout_anchor=(rng.integers(0, size, (n, 2)) - self.cutout // 2).astype(np.float32))
-            self._cached = (epoch, {k: v[self.shard] for k, v in draws.items()})
+            draws = {k: v[self.shard] for k, v in draws.items()}
+            draws["rows"] = _where_items_are(draws["index"], self.items)  # one upload per epoch
+            self._cached = (epoch, draws)
         return self._cached[1]
 
     def _batch(self, info) -> dict:
@@ -63,7 +70,7 @@ class TrainSource:
         return {k: v[rows] for k, v in self.draws(self.start_epoch + info.epoch_idx).items()}
 
     def image_batch(self, info):
-        return _gather(self.items, self._batch(info)["index"])
+        return _gather(self.items, self._batch(info)["rows"])
 
     def param_batch(self, info):
         d = self._batch(info)
@@ -78,37 +85,49 @@ class EvalSource:
         n = len(labels)
         self.index = np.arange(shard_id * n // num_shards, (shard_id + 1) * n // num_shards)
         self.items, self.labels = _resident(items, device_id, decode), np.asarray(labels)
+        self.rows = _where_items_are(self.index, self.items)
         self.batch_size = batch_size
 
     def __len__(self):
         return -(-len(self.index) // self.batch_size)
 
-    def _rows(self, info):
+    def _batch(self, info) -> slice:
         if info.iteration >= len(self):
             raise StopIteration
-        return self.index[info.iteration * self.batch_size:(info.iteration + 1) * self.batch_size]
+        return slice(info.iteration * self.batch_size, (info.iteration + 1) * self.batch_size)
 
     def image_batch(self, info):
-        return _gather(self.items, self._rows(info))
+        return _gather(self.items, self.rows[self._batch(info)])
 
     def label_batch(self, info):
-        return self.labels[self._rows(info)]
+        return self.labels[self.index[self._batch(info)]]
+
+
+def cuda_device(device_id: int) -> torch.device:
+    """The torch device of DALI's device_id (the CPU tests map it to the CPU to check the sharing)."""
+    return torch.device("cuda", device_id)
 
 
 def _resident(items, device_id, decode):
-    """On a GPU the whole uint8 set lives in device memory (150 MB for CIFAR-10): no copies per batch.
-    File paths stay on the host: DALI decodes their bytes."""
+    """On a GPU the uint8 set lives in device memory (150 MB for CIFAR-10), one copy per device for
+    every loader of that array. Each batch is gathered there into a fresh tensor, which DALI copies into
+    its own buffer. File paths stay on the host: DALI decodes their bytes."""
     if decode is not None:
         return np.asarray(items)
-    return items if device_id is None else torch.from_numpy(items).to(f"cuda:{device_id}")
+    return items if device_id is None else resident(items, cuda_device(device_id))
 
 
-def _gather(items, index: np.ndarray):
-    if isinstance(items, torch.Tensor):
-        return items[torch.from_numpy(index).to(items.device, non_blocking=True)]
-    if items.dtype == np.uint8:
-        return items[index]
-    return [np.fromfile(path, dtype=np.uint8) for path in items[index]]  # encoded files
+def _where_items_are(index: np.ndarray, items):
+    """The index on the items' device (one upload, sliced per batch), or as it is for host items."""
+    return torch.from_numpy(index).to(items.device) if isinstance(items, torch.Tensor) else index
+
+
+def _gather(items, rows):
+    """A batch: gathered where the images are (on the GPU for a resident set, rows already there), or
+    the bytes of the files."""
+    if isinstance(items, torch.Tensor) or items.dtype == np.uint8:
+        return items[rows]
+    return [np.fromfile(path, dtype=np.uint8) for path in items[rows]]  # encoded files
 
 
 def decode(encoded, image_size: int, resize: bool, gpu: bool):

@@ -31,13 +31,22 @@ class DaliLoader:
 
 def _build(pipeline_fn, source, batch_size, seed, device_id, mean, std, dtype, channels_last, decode,
            num_threads=None):
-    """One of the pipelines, on the GPU device_id (None: DALI's CPU backend), wrapped for PyTorch;
-    num_threads: DALI's CPU worker threads (default: the cores, at most 4)."""
-    pipe = pipeline_fn(source=source, mean=mean, std=std, dtype=dtype, gpu=device_id is not None,
+    """One of the pipelines, on the GPU device_id (None: DALI's CPU backend), wrapped for PyTorch."""
+    pipe = graph(pipeline_fn, source, gpu=device_id is not None, device_id=device_id, batch_size=batch_size,
+                 seed=seed, mean=mean, std=std, dtype=dtype, channels_last=channels_last, decode=decode,
+                 num_threads=num_threads)
+    return DaliLoader(pipe, len(source), channels_last)
+
+
+def graph(pipeline_fn, source, *, gpu: bool, device_id, batch_size, seed, mean, std, dtype, channels_last,
+          decode, num_threads=None):
+    """The pipeline, not built: GPU operators when gpu. gpu with device_id None is a graph no machine can
+    run but any can check (tests/test_dali_graphs.py serialises it). num_threads: DALI's CPU worker
+    threads (default: the cores, at most 4)."""
+    return pipeline_fn(source=source, mean=mean, std=std, dtype=dtype, gpu=gpu,
                        layout="HWC" if channels_last else "CHW", decode_as=decode, batch_size=batch_size,
                        num_threads=num_threads or min(4, os.cpu_count() or 1), device_id=device_id, seed=seed,
                        prefetch_queue_depth=2)
-    return DaliLoader(pipe, len(source), channels_last)
 
 
 def train_loader(items, labels, *, mean, std, batch_size, seed, device_id=None,

@@ -231,3 +231,35 @@ def test_dali_device_id_of_every_torch_device():
     assert dali_id(torch.device("cpu")) is None
     assert dali_id(torch.device("cuda")) == 0
     assert dali_id(torch.device("cuda", 3)) == 3
+
+
+def test_loaders_share_one_resident_copy_and_upload_an_epochs_order_once(monkeypatch):
+    """On a GPU (here the CPU stands in for it): the train, test and validation sources and a rebuilt
+    train source (batch ramp) of one array hold one device copy, freed with the last of them; each
+    epoch's order goes to the device once and every batch is gathered there by a slice of it."""
+    import gc
+    import types
+    import weakref
+    from pipeline import dali
+    monkeypatch.setattr(dali, "cuda_device", lambda device_id: torch.device("cpu"))
+    uploads = []
+    where = dali._where_items_are
+    monkeypatch.setattr(dali, "_where_items_are", lambda index, items: uploads.append(len(index)) or where(index, items))
+    images = np.random.default_rng(0).integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(200)
+    train = dali.TrainSource(images, labels, 32, seed=0, device_id=0)
+    ramped = dali.TrainSource(images, labels, 64, seed=0, device_id=0, start_epoch=2)
+    test = dali.EvalSource(images, labels, 32, device_id=0)
+    assert isinstance(train.items, torch.Tensor) and train.items is ramped.items is test.items
+    assert dali.TrainSource(images.copy(), labels, 32, seed=0, device_id=0).items is not train.items
+    assert uploads == [200]  # the eval order, once
+    info = lambda step, epoch=0: types.SimpleNamespace(iteration=step, epoch_idx=epoch)  # noqa: E731
+    for step in range(6):
+        index = train.param_batch(info(step))[0]  # labels = indices
+        assert torch.equal(train.image_batch(info(step)), torch.from_numpy(images[index]))
+    train.image_batch(info(0, epoch=1))
+    assert uploads == [200, 200, 200]  # then one per epoch, not one per batch
+    copy = weakref.ref(train.items)
+    del train, ramped, test
+    gc.collect()
+    assert copy() is None  # no cache keeps the device copy alive
