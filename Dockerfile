@@ -8,11 +8,13 @@
 #   ... cifar-dali:0.1 viz.py --checkpoint /runs/r18/last.pt
 #   ... --entrypoint torchrun cifar-dali:0.1 --nproc_per_node=8 train.py --data-dir /data --out /runs/r18
 #
-# Base: PyTorch's official runtime image for torch 2.14.1 (the version requirements.txt pins) built for
+# Base: PyTorch's official devel image for torch 2.14.1 (the version requirements.txt pins) built for
 # CUDA 13.0 with cuDNN 9; it ships the matching torchvision (0.29.1). torch 2.14.1 from PyPI is the
 # CUDA 13.0 build too, so the image and a `pip install -r requirements.txt` both pair it with the
 # nvidia-dali-cuda130 wheel: one CUDA major per process. The host needs an NVIDIA driver >= 580.
-FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
+# devel, not runtime: `train.py --compile` builds kernels at run time (Triton compiles its launchers
+# with a C compiler against Python.h), and the runtime image has no compiler. The build checks below.
+FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-devel
 
 # bash with pipefail, so that a failing command on the left of a pipe fails the build.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -36,12 +38,14 @@ RUN python3 -m pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tm
         matplotlib==3.11.2 \
         tensorboard==2.21.0 \
         tqdm==4.70.1 \
+        optuna==5.0.0 \
+        psycopg2-binary==2.9.13 \
  && rm /tmp/base-constraints.txt \
  && python3 -c "import torch, torchvision; \
 v = (torch.__version__.split('+')[0], torchvision.__version__.split('+')[0]); \
 assert v == ('2.14.1', '0.29.1'), f'base image has torch/torchvision {v}, requirements.txt pins 2.14.1/0.29.1'; \
 assert torch.version.cuda.startswith('13.'), f'base image torch is built for CUDA {torch.version.cuda}, nvidia-dali-cuda130 for CUDA 13: use a CUDA 13 base'; \
-import nvidia.dali, pytorch_grad_cam, matplotlib, tensorboard, tqdm"
+import nvidia.dali, pytorch_grad_cam, matplotlib, tensorboard, tqdm, optuna, psycopg2"
 
 # A non-root user. UID 10001 stays clear of the "ubuntu" user (1000) that Ubuntu 24.04 images bring.
 # HOME and MPLCONFIGDIR are writable by any UID (sticky, like /tmp), so `--user "$(id -u):$(id -g)"`
@@ -66,7 +70,10 @@ COPY training/ ./training/
 COPY explain/ ./explain/
 COPY benchmark/ ./benchmark/
 COPY train.py viz.py bench.py ./
-RUN chmod 1777 /workspace \
+# torch.compile must be able to build its kernels, on the GPU and on the CPU: fail the build if not.
+RUN python3 -c "import sys; from common.device import compile_problem; \
+sys.exit(compile_problem('cuda') or compile_problem('cpu'))" \
+ && chmod 1777 /workspace \
  && ln -s /data /workspace/data \
  && ln -s /runs /workspace/runs
 

@@ -67,8 +67,9 @@ def compile_problem(device="auto") -> str | None:
     """Why torch.compile cannot build its kernels here, in one line with the fix, or None. Inductor
     compiles native code at run time: for a GPU, Triton builds its kernel launchers with a C compiler
     ($CC, else gcc, else clang); for the CPU, Inductor builds its C++ kernels ($CXX, else g++); both
-    include this interpreter's Python.h. device: "auto" (the GPU when CUDA is visible), "cuda", "cpu"."""
-    gpu = str(device) != "cpu" and torch.cuda.is_available()
+    include this interpreter's Python.h. device: "cuda" (a GPU's needs, visible or not: a Docker build
+    checks them), "cpu", or "auto" (the GPU's when CUDA is visible)."""
+    gpu = str(device).startswith("cuda") or (str(device) == "auto" and torch.cuda.is_available())
     language, variable, fallbacks = ("C", "CC", ("gcc", "clang")) if gpu else ("C++", "CXX", ("g++",))
     named = os.environ.get(variable)
     compiler = named or next((c for c in fallbacks if shutil.which(c)), None)

