@@ -105,9 +105,11 @@ def predict(model, loader, index: np.ndarray, tta: bool) -> Predictions:
     averaged in, as training's evaluation did. A progress bar where one shows cleanly (a terminal, a
     notebook), none in a log."""
     probs, labels = [], []
-    for x, y in tqdm(loader, desc="test pass", unit="batch", leave=False, disable=None, file=sys.stdout):
-        probs.append(logits_of(model, x.float(), tta).softmax(1).cpu())
-        labels.append(y.cpu())
+    with tqdm(total=len(index), desc="test pass", unit="img", leave=False, disable=None, file=sys.stdout) as bar:
+        for x, y in loader:
+            probs.append(logits_of(model, x.float(), tta).softmax(1).cpu())
+            labels.append(y.cpu())
+            bar.update(len(y))
     return Predictions(index, torch.cat(labels).numpy(), torch.cat(probs).numpy())
 
 
