@@ -1,0 +1,20 @@
+"""One worker process, as `sweep.py --workers N` starts N of them: `python -m sweeps JOB`, the job (the
+plan, the storage URL, the heartbeat, a label for its lines) as JSON."""
+import json
+import sys
+
+from common import cli
+
+from .plan import Plan
+from .study import open_study
+from .worker import work
+
+
+def main(argv: list):
+    job = json.loads(argv[0])
+    plan = Plan.from_dict(job["plan"])
+    work(open_study(plan, job["url"], job["heartbeat"]), plan, job["heartbeat"], job["label"])
+
+
+if __name__ == "__main__":
+    cli.run(lambda: main(sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""Where the trials live: an Optuna study in an SQLite file in the sweep directory (nothing to start; a
+few processes on one machine) or in a database that many machines share (--storage postgresql://...).
+A running trial beats a heartbeat; when it stops (a worker killed, a machine lost) the next worker
+that looks fails the trial and queues it again with the same parameters."""
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from common.cli import UsageError
+
+from .plan import Plan, shown
+
+# Optuna 5.0 marks the heartbeat and its retry callback experimental; the warning tells a user nothing.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+requeue = RetryHeartbeatStaleTrialCallback()  # a WAITING copy of a trial: same parameters, same grid point
+
+
+def url_of(storage: str, plan: Plan) -> str:
+    """The database URL: the sweep's own SQLite file by default. A bare postgresql:// gets the pinned
+    driver (psycopg2): SQLAlchemy 2.1 would pick psycopg 3, which is not installed."""
+    if not storage:
+        return f"sqlite:///{plan.dir / 'study.db'}"
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", storage)
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url.rsplit("@", 1)[-1]
+
+
+def connect(url: str, heartbeat: int) -> RDBStorage:
+    """The storage, reached now (so an unreachable one stops the sweep before any trial runs)."""
+    # Waits that suit a shared database: SQLite's lock (busy workers), a server that does not answer.
+    timeouts = {"sqlite": {"timeout": 60}, "postgresql": {"connect_timeout": 10}}.get(url.split(":")[0].split("+")[0])
+    engine = {"pool_pre_ping": True, **({"connect_args": timeouts} if timeouts else {})}
+    try:
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                          heartbeat_stale_trial_callback=requeue)
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise UsageError(f"--storage {shown_url(url)}: cannot open it ({reason}): check the URL and that the "
+                         "database server runs and lets this machine in") from None
+
+
+def open_study(plan: Plan, url: str, heartbeat: int) -> optuna.Study:
+    """The sweep's study, created by the first worker to come; a second command under the same name
+    must sweep the same grid, seeds and options."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints a line per trial itself
+    study = optuna.create_study(storage=connect(url, heartbeat), study_name=plan.name, direction="maximize",
+                                sampler=optuna.samplers.GridSampler(plan.search_space()), load_if_exists=True)
+    mine, theirs = json.loads(json.dumps(plan.definition())), study.user_attrs.get("sweep")
+    if theirs is None:
+        study.set_user_attr("sweep", mine)
+    elif theirs != mine:
+        raise UsageError(f"sweep {plan.name} in {shown_url(url)} was started as {describe(theirs)}, not "
+                         f"{describe(mine)}: repeat its own command to continue it, or choose another --name")
+    return study
+
+
+def describe(definition: dict) -> str:
+    grid = " ".join(f"--grid {k}={','.join(map(shown, v))}" for k, v in definition["grid"].items())
+    fixed = " ".join(f"--{k.replace('_', '-')} {shown(v)}" for k, v in definition["fixed"].items())
+    return f"'{grid} --seeds {definition['seeds']} -- {fixed}'".replace("  ", " ")
+
+
+@dataclass
+class Progress:
+    """Where each point of the plan stands, from every trial in the study."""
+    done: dict = field(default_factory=dict)  # point name -> its COMPLETE trial (or FAIL with an error)
+    busy: set = field(default_factory=set)     # point names a RUNNING or WAITING trial holds
+    interrupted: list = field(default_factory=list)  # FAILs without a recorded error, nothing else on the point
+    free: set = field(default_factory=set)     # points no trial has touched
+    waiting: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return not (self.busy or self.interrupted or self.free)
+
+
+def progress(study: optuna.Study, plan: Plan) -> Progress:
+    trials = {}
+    for t in study.get_trials(deepcopy=False):
+        if set(plan.search_space()) <= t.params.keys():  # a trial just asked has no parameters yet
+            trials.setdefault(plan.point(t.params).name, []).append(t)
+    now = Progress(waiting=sum(t.state == TrialState.WAITING for ts in trials.values() for t in ts))
+    for point in plan.points():
+        mine = trials.get(point.name, [])
+        final = [t for t in mine if t.state == TrialState.COMPLETE or
+                 (t.state == TrialState.FAIL and "error" in t.user_attrs)]
+        if final:
+            now.done[point.name] = min(final, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
+        elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in mine):
+            now.busy.add(point.name)
+        elif any(t.state == TrialState.FAIL for t in mine):
+            now.interrupted.append(max((t for t in mine if t.state == TrialState.FAIL), key=lambda t: t.number))
+        else:
+            now.free.add(point.name)
+    return now
