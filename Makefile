@@ -20,7 +20,8 @@ bench: $(VENV)/.installed
 viz: $(VENV)/.installed
 	$(PY) viz.py $(ARGS)
 
-# Every GPU claim checked in one go (tests/gpu_check.py); ARGS=--smoke runs the same steps tiny on the CPU.
+# Every GPU claim checked (tests/gpu_check.py), most valuable first; ARGS="--only full" runs one group,
+# ARGS=--smoke the same steps tiny on the CPU. README "GPU check" has the recipe for a bare GPU machine.
 gpu-check: $(VENV)/.installed
 	$(PY) tests/gpu_check.py $(ARGS)
 

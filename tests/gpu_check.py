@@ -1,43 +1,42 @@
 #!/usr/bin/env python3
-"""Check every GPU claim in one command: environment, GPU tests, a killed-and-resumed short run with
-viz, the full-size benchmark and the default 20-epoch run. Results go to a JSON file and a table.
+"""Check every GPU claim: the environment and every GPU test, the default 20-epoch run, the benchmark
+that decides the defaults, and a killed-and-resumed short run with viz. Results go to a JSON file (and
+each step's log) as they come, and to a table.
 
     make gpu-check                                  # on a CUDA machine (.venv), data in ./data
     make gpu-check ARGS=--smoke                     # the same sequence, tiny, on the CPU (CI runs it)
     python3 tests/gpu_check.py --data-dir /tmp/cifar --only env,tests
 
-Steps, in order (`--only` picks some; each is time-boxed, recorded, and a failure does not stop the next):
-  env    GPU, driver, CUDA, torch, DALI (wheel and CUDA major), grad-cam versions
-  tests  `pytest -m gpu tests/test_gpu.py`: passed / failed / skipped counts
+Steps, most valuable first (`--only` picks some; each is time-boxed, recorded, and a failure does not
+stop the next):
+  env    GPU, driver, CUDA, torch, DALI (wheel and CUDA major), grad-cam, what torch.compile lacks
+  tests  `pytest -m gpu` over every test module with gpu-marked tests: passed / failed / skipped
+  full   train.py with its defaults (ResNet18, 20 epochs, the full set): wall time, img/s, final accuracy
+  bench  bench.py --data-dir DIR with its defaults: its whole JSON (loaders, fast paths, chosen defaults)
   short  train.py 2 epochs on 10,240 images, SIGKILLed once epoch 1's checkpoint exists, resumed with
          --resume, then viz.py on its last.pt: img/s, accuracies
-  bench  bench.py at full size on the GPU: its whole JSON
-  full   train.py with its defaults (ResNet18, 20 epochs, the full set): wall time, img/s, final accuracy
-Each call merges its steps into the JSON file (default gpu-check.json), so several calls accumulate;
-the exit code is 1 if a step of this call failed or ran out of time, 2 for bad input.
+The JSON file (--json) is rewritten whenever a step starts a command, every few seconds while it runs
+(the epochs of a training run so far) and when it ends, and a step's log (--logs) grows as it runs: a
+command stopped from outside still leaves what it did. Calls merge their steps into the same file. Exit
+code 1 if a step of this call failed or ran out of time, 2 for bad input.
 
-How to run it on a GPU lent through the device tool (bare machine: PyTorch 2.11 for CUDA 13 and
-Python 3.12, no DALI, no grad-cam, no network, 64 MiB per call, given back after ~30 s idle, at most
-10 minutes a command):
-
- 1. Here, from the repository root:  ../shared/gpu/stage.sh
-    -> .gpu/part-00 .. part-04 (59 MiB at most: wheels for Python 3.12 and the CIFAR-10 JPEG archive),
-       .gpu/SHA256SUMS, .gpu/install.sh (.gpu/ is git-ignored through .git/info/exclude).
- 2. Device tool `run` calls, back to back (an idle machine goes back, and /tmp with it). CHECK stands for
-      export PYTHONPATH=/tmp/site; timeout 570 python3 tests/gpu_check.py --data-dir /tmp/cifar
-      --out /tmp/gpu-check --json /tmp/gpu-check/gpu-check.json --only STEPS;
-      cp -r /tmp/gpu-check/gpu-check.json /tmp/gpu-check/logs $OUT/
-    a. carry [".gpu/part-00"], command "mkdir -p /tmp/kit-parts && cp .gpu/part-00 /tmp/kit-parts/";
-       the same for part-01, part-02, part-03;
-    b. carry [".gpu/part-04", ".gpu/SHA256SUMS", ".gpu/install.sh"], command
-       "cp .gpu/part-04 .gpu/SHA256SUMS /tmp/kit-parts/ && bash .gpu/install.sh && CHECK" with STEPS = env;
-    c. CHECK with STEPS = tests;  d. STEPS = short,bench;  e. STEPS = full  (each timeout_s=600).
-    install.sh checks the parts against SHA256SUMS, joins them, installs the wheels into /tmp/site
-    (--no-deps: the machine's own torch, numpy, pytest, matplotlib, opencv... are used) and builds
-    /tmp/cifar/cifar-10-batches-py from the real images. There is no .venv there: the check runs with
-    plain python3, and so do its children (--python). `timeout 570` ends the check with SIGTERM before
-    the call's limit: the running step is killed and recorded, and the cp still brings the JSON back.
- 3. Put the JSON's figures (device name included) into BENCHMARKS.md.
+On a GPU machine of your own, from a copy of the repository (README "GPU check" has the minutes):
+ 1. Where pip reaches the package index:  ../shared/gpu/stage.sh
+    -> .gpu/part-00 .. part-02 (56 MiB at most: DALI and friends for Python 3.12 unpacked and pruned to
+       what our pipelines load, grad-cam, the CIFAR-10 JPEGs and their converter), .gpu/SHA256SUMS,
+       .gpu/install.sh.
+ 2. Copy the repository and the parts to the GPU machine, the parts into /tmp/kit-parts/, then
+      bash .gpu/install.sh        # -> packages in /tmp/site, CIFAR-10 in /tmp/cifar and /tmp/cifar-folders
+ 3. Run each group as its own command, so that one cut short costs only itself; RESULTS is the folder
+    you copy back afterwards:
+      export PYTHONPATH=/tmp/site
+      CHECK="python3 tests/gpu_check.py --data-dir /tmp/cifar --out /tmp/gpu-check"
+      timeout 390 $CHECK --only env,tests --json RESULTS/a.json --logs RESULTS/logs
+      timeout 330 $CHECK --only full --json RESULTS/b.json --logs RESULTS/logs
+      timeout 270 $CHECK --only bench --json RESULTS/c.json --logs RESULTS/logs
+      timeout 180 $CHECK --only short --json RESULTS/d.json --logs RESULTS/logs
+    `timeout` ends the check with SIGTERM past its steps' boxes: the running step is killed and recorded.
+ 4. Copy RESULTS back; put the figures (device name included) into BENCHMARKS.md.
 """
 import argparse
 import contextlib
@@ -51,6 +50,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +61,10 @@ from common.cli import Parser, UsageError  # noqa: E402
 from common.files import write_text  # noqa: E402
 from common.tables import row  # noqa: E402
 
-STEPS = ("env", "tests", "short", "bench", "full")
-# Time boxes on a GPU, in seconds: each fits the device machine's 10 minutes a command.
-GPU_LIMITS = {"env": 180, "tests": 540, "short": 420, "bench": 540, "full": 560}
+STEPS = ("env", "tests", "full", "bench", "short")  # most valuable first
+# Time boxes on a GPU, in seconds: about twice what each step is expected to take on an H200 (README).
+GPU_LIMITS = {"env": 90, "tests": 270, "full": 300, "bench": 240, "short": 150}
+PROGRESS_SECONDS = 5  # how often a running step's record is rewritten
 SMOKE_LIMIT = 900  # per step on a CPU: generous, so that a loaded CI machine never trips it
 # For tests of the check itself: steps named here get a --data-dir that does not exist, so they fail.
 MISSING_DATA_VAR = "GPU_CHECK_MISSING_DATA"
@@ -118,9 +119,11 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, help="CIFAR-10 (cifar-10-batches-py/ or the store); "
                    "default ./data, with --smoke a tiny synthetic set written under --out")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check",
-                   help="work folder: runs, logs (default runs/gpu-check)")
+                   help="work folder: runs, data for --smoke (default runs/gpu-check)")
     p.add_argument("--json", type=Path, default=ROOT / "gpu-check.json",
-                   help="results, merged with what the file already holds (default gpu-check.json)")
+                   help="results, merged with what the file already holds, rewritten as they come "
+                        "(default gpu-check.json)")
+    p.add_argument("--logs", type=Path, help="each step's log, written as it runs (default OUT/logs)")
     p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter for every child process (default: this one)")
@@ -136,15 +139,17 @@ def parse(argv) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------- running things
 class Step:
-    """One step's running record: its log file, its deadline, the commands it ran and its figures."""
+    """One step's running record: its log file, its deadline, the commands it ran and its figures.
+    progress() is called whenever a command starts and every PROGRESS_SECONDS while one runs; a step
+    sets watch to refresh its figures from what its command wrote so far."""
 
-    def __init__(self, name: str, limit: float, logs: Path, env: dict):
-        self.name, self.limit, self.env = name, limit, env
+    def __init__(self, name: str, limit: float, logs: Path, env: dict, progress=lambda: None):
+        self.name, self.limit, self.env, self.progress = name, limit, env, progress
         self.deadline = time.monotonic() + limit
         self.log = logs / f"{name}.log"
         self.log.write_text("")
         self.commands, self.figures = [], {}
-        self.running = None
+        self.running, self.watch = None, lambda: None
 
     def start(self, command) -> subprocess.Popen:
         command = [str(c) for c in command]
@@ -156,6 +161,7 @@ class Step:
             # Own process group: a timeout kills torchrun's workers and DALI's threads with it.
             self.running = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             env=self.env, start_new_session=True)
+        self.progress()
         return self.running
 
     def run(self, command):
@@ -177,19 +183,38 @@ class Step:
 
     def wait(self, proc: subprocess.Popen):
         try:
-            proc.wait(timeout=max(self.deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            kill(proc)
-            raise StepTimeout(f"{self.name} ran past its {self.limit:.0f} s time box in: {self.last}")
+            while not self.waited(proc, PROGRESS_SECONDS):
+                if time.monotonic() >= self.deadline:
+                    kill(proc)
+                    raise StepTimeout(f"{self.name} ran past its {self.limit:.0f} s time box in: {self.last}")
+                self.report()
         finally:
             self.ended(proc)
+
+    def waited(self, proc: subprocess.Popen, seconds: float) -> bool:
+        """Whether proc ended within `seconds` (never past the deadline)."""
+        try:
+            proc.wait(timeout=max(min(seconds, self.deadline - time.monotonic()), 0))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def report(self):
+        """Fresh figures (what the command wrote so far) into the record on disk."""
+        with contextlib.suppress(Exception):  # a half-written file now is a whole one next time
+            self.watch()
+        self.progress()
 
     def ended(self, proc: subprocess.Popen):
         self.commands[-1].update(exit=proc.returncode, seconds=round(time.monotonic() - self._started, 1))
 
     def wait_for_file(self, path: Path, proc: subprocess.Popen):
         """Until `path` exists while `proc` still runs: a state, polled, never a guessed sleep."""
+        reported = time.monotonic()
         while not path.exists():
+            if time.monotonic() - reported > PROGRESS_SECONDS:
+                self.report()
+                reported = time.monotonic()
             if proc.poll() is not None:
                 self.ended(proc)
                 raise StepFailed(f"{self.last} exited {proc.returncode} before writing {path.name}: "
@@ -259,10 +284,10 @@ class Check:
 
     def bench_sizes(self, step):
         if not self.smoke:
-            return ["--data-dir", self.data_for(step)]
+            return ["--data-dir", self.data_for(step)]  # its GPU defaults: sized for about 3 minutes
         data = ["--data-dir", self.data_for(step)] if step in self.missing_data else ["--synthetic", "48"]
-        return [*data, "--batch-size", "16", "--repeats", "1", "--warmup", "0", "--model-steps", "1",
-                "--workers", "0"]
+        return ["--device", "cpu", *data, "--batch-size", "16", "--repeats", "1", "--warmup", "0",
+                "--model-steps", "1", "--workers", "0"]
 
 
 # What the environment step records (printed as one JSON line).
@@ -283,7 +308,9 @@ info = dict(python=platform.python_version(), torch=torch.__version__, torch_cud
             capability=".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
             gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
             dali_wheels=dali, dali=version(dali[0]) if dali else None, grad_cam=version("grad-cam"),
-            torchvision=version("torchvision"), numpy=version("numpy"))
+            torchvision=version("torchvision"), numpy=version("numpy"), xdist=version("pytest-xdist"))
+from common.device import compile_problem  # the project's own rule (cwd is the repository)
+info["compile_problem"] = compile_problem("cuda" if cuda else "cpu")
 try:  # grad-cam's import (sklearn, cv2: 4 s) is left to viz.py, in the short step
     import nvidia.dali
     info["import_error"] = None
@@ -300,7 +327,7 @@ def cuda_visible(python: str, env: dict) -> bool:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UsageError(f"{python} cannot import torch ({last}): pass --python, or set PYTHONPATH "
-                         "(/tmp/site after ../shared/gpu/install.sh)")
+                         "(/tmp/site after the GPU kit's install.sh)")
     return proc.stdout.strip().endswith("True")
 
 
@@ -341,7 +368,11 @@ def step_env(check: Check, step: Step):
 def step_tests(check: Check, step: Step):
     report = check.out / "tests.xml"
     report.unlink(missing_ok=True)
-    proc = step.start([check.python, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q", "-rs",
+    modules = gpu_test_modules()
+    # On a GPU four workers share it (the compile test alone takes about a minute); -v: each result in the log.
+    workers = ["-n", "4"] if not check.smoke and has_module(check.python, "xdist", step.env) else []
+    step.figures["modules"] = modules
+    proc = step.start([check.python, "-m", "pytest", "-m", "gpu", *modules, "-v", "-rs", *workers,
                        f"--junitxml={report}"])
     step.wait(proc)
     if not report.exists():
@@ -352,6 +383,17 @@ def step_tests(check: Check, step: Step):
                          f"{', '.join(step.figures['failures']) or 'none collected'}")
     if step.figures["passed"] == 0:
         return "skipped"  # every test skipped (no CUDA): nothing was verified, and the record says so
+
+
+def gpu_test_modules() -> list:
+    """The test modules that hold gpu-marked tests: only they are imported, so a module whose imports the
+    GPU machine lacks (a notebook kernel, a database) cannot stop the GPU tests."""
+    return [f"tests/{p.name}" for p in sorted((ROOT / "tests").glob("test_*.py")) if "mark.gpu" in p.read_text()]
+
+
+def has_module(python: str, name: str, env: dict) -> bool:
+    return subprocess.run([python, "-c", f"import {name}"], cwd=ROOT, env=env, capture_output=True,
+                          timeout=120).returncode == 0
 
 
 def junit_counts(xml: str) -> dict:
@@ -400,8 +442,8 @@ def read_metrics(path: Path) -> list:
 def step_bench(check: Check, step: Step):
     report = check.out / "bench.json"
     report.unlink(missing_ok=True)
-    proc = step.start([check.python, "bench.py", "--device", check.device, *check.bench_sizes("bench"),
-                       "--json", report])
+    step.watch = lambda: step.figures.update(bench=json.loads(report.read_text()))  # bench.py writes as it goes
+    proc = step.start([check.python, "bench.py", *check.bench_sizes("bench"), "--json", report])
     step.wait(proc)
     if report.exists():  # also after a failed stage: bench.py writes the figures it has
         step.figures["bench"] = json.loads(report.read_text())
@@ -412,21 +454,30 @@ def step_bench(check: Check, step: Step):
 def step_full(check: Check, step: Step):
     out = check.fresh("full")
     started = time.monotonic()
+    step.watch = lambda: step.figures.update(run_figures(out / "metrics.csv", started))  # epochs so far
     step.run(check.train("full", out, *check.full_sizes()))
-    rows = read_metrics(out / "metrics.csv")
+    step.figures.update(run_figures(out / "metrics.csv", started))
+
+
+def run_figures(metrics: Path, started: float) -> dict:
+    """The run's figures from its metrics.csv: the final epoch's accuracy only (a best-of-epochs would be
+    chosen on the test set)."""
+    rows = read_metrics(metrics) if metrics.exists() else []
+    if not rows:
+        return {"wall_seconds": round(time.monotonic() - started, 1), "epochs": 0}
     speeds = sorted(r["img_s"] for r in rows)
-    step.figures.update(wall_seconds=round(time.monotonic() - started, 1), epochs=len(rows),
-                        train_seconds=round(sum(r["seconds"] for r in rows), 1),
-                        img_s_median=speeds[len(speeds) // 2], final_test_acc=rows[-1]["test_acc"],
-                        history=rows)  # the final epoch's accuracy only: a best-of-epochs is chosen on test
+    return dict(wall_seconds=round(time.monotonic() - started, 1), epochs=len(rows),
+                train_seconds=round(sum(r["seconds"] for r in rows), 1), img_s_median=speeds[len(speeds) // 2],
+                final_test_acc=rows[-1]["test_acc"], history=rows)
 
 
 RUNNERS = {"env": step_env, "tests": step_tests, "short": step_short, "bench": step_bench, "full": step_full}
 
 
-def run_step(name: str, check: Check, limit: float, logs: Path, env: dict) -> dict:
-    step = Step(name, limit, logs, env)
+def run_step(name: str, check: Check, limit: float, logs: Path, env: dict, save=lambda record: None) -> dict:
+    """Run one step; save(record) receives its record as it runs ("running") and once more at the end."""
     started = time.monotonic()
+    step = Step(name, limit, logs, env, progress=lambda: save(record(step, check, started, "running")))
     status, error, stopped = "ok", None, False
     try:
         status = RUNNERS[name](check, step) or "ok"
@@ -440,14 +491,19 @@ def run_step(name: str, check: Check, limit: float, logs: Path, env: dict) -> di
         status, error = "failed", f"{type(e).__name__}: {e}"
     finally:
         step.stop_running()
-    result = {"status": status, "seconds": round(time.monotonic() - started, 1),
-              "mode": "smoke" if check.smoke else "gpu", "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "figures": step.figures, "commands": step.commands, "log": str(step.log)}
+    result = record(step, check, started, status)
     if error:
         result.update(error=error, tail=step.tail())
     if stopped:
         result["stopped"] = True
+    save(result)
     return result
+
+
+def record(step: Step, check: Check, started: float, status: str) -> dict:
+    return {"status": status, "seconds": round(time.monotonic() - started, 1),
+            "mode": "smoke" if check.smoke else "gpu", "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "figures": step.figures, "commands": step.commands, "log": str(step.log)}
 
 
 # ------------------------------------------------------------------------- results
@@ -472,18 +528,24 @@ def key_figures(name: str, r: dict) -> str:
     f = r["figures"]
     if r.get("error"):
         return r["error"][:140]
+    if r["status"] == "running":
+        return "stopped from outside while running: its figures so far are in the JSON"
     if name == "env":
         return (f"{f.get('gpu') or 'no GPU'}, driver {f.get('driver')}, CUDA {f.get('torch_cuda')}, "
-                f"torch {f.get('torch')}, DALI {f.get('dali')}, grad-cam {f.get('grad_cam')}")
+                f"torch {f.get('torch')}, DALI {f.get('dali')}, grad-cam {f.get('grad_cam')}, "
+                f"torch.compile: {f.get('compile_problem') or 'can build'}")
     if name == "tests":
-        return f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped"
+        return (f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped "
+                f"({len(f['modules'])} modules)")
     if name == "short":
         return (f"epoch 2: {f['img_s']:,.0f} img/s, test acc {f['test_acc']:.2%}; "
                 f"viz acc {f['viz_accuracy']:.2%} on {f['viz_test_images']}")
     if name == "bench":
         res, ratios = f["bench"]["results"], f["bench"]["ratios"]
+        chosen = ", ".join(f"{k} {v['choice']}" for k, v in (f["bench"].get("recommendation") or {}).items())
         return (f"DALI {res['pipeline_dali']['median']:,.0f}, model {res['model_only']['median']:,.0f}, "
-                f"e2e {res['e2e_dali']['median']:,.0f} img/s, tax {ratios['data_loading_tax']:.1%}")
+                f"e2e {res['e2e_dali']['median']:,.0f} img/s, tax {ratios['data_loading_tax']:.1%}; "
+                f"would choose: {chosen or 'nothing'}")
     return (f"{f['epochs']} epochs in {f['wall_seconds']:.0f} s, {f['img_s_median']:,.0f} img/s, "
             f"final test acc {f['final_test_acc']:.2%}")
 
@@ -516,8 +578,8 @@ def prepare(args) -> tuple:
     elif args.data_dir is None:
         args.data_dir = ROOT / "data"
     if set(args.steps) & {"short", "bench", "full"} and not has_cifar(args.data_dir):
-        raise UsageError(f"no CIFAR-10 in {args.data_dir}: pass --data-dir (on a lent GPU /tmp/cifar, built by "
-                         "../shared/gpu/install.sh), or put cifar-10-python.tar.gz there")
+        raise UsageError(f"no CIFAR-10 in {args.data_dir}: pass --data-dir (/tmp/cifar after the GPU kit's "
+                         "install.sh), or put cifar-10-python.tar.gz there")
     return Check(args), env
 
 
@@ -539,7 +601,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     results = load_results(args.json)
     check, env = prepare(args)
-    logs = check.out / "logs"
+    logs = args.logs or check.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     statuses = []
     signal.signal(signal.SIGTERM, SIGNALS.handle)
@@ -547,10 +609,7 @@ def main(argv=None) -> int:
     for name in (s for s in STEPS if s in args.steps):
         print(f"== {name} ...", flush=True)
         limit = SMOKE_LIMIT if args.smoke else GPU_LIMITS[name]
-        result = run_step(name, check, limit, logs, env)
-        results["steps"][name] = result
-        results["updated"] = result["finished"]
-        save_results(args.json, results)
+        result = run_step(name, check, limit, logs, env, save=partial(keep, args.json, results, name))
         print(f"== {name}: {result['status']} in {result['seconds']:.1f} s"
               + (f" ({result['error']}; log {result['log']})" if result.get("error") else ""), flush=True)
         statuses.append(result["status"])
@@ -559,6 +618,13 @@ def main(argv=None) -> int:
     print(table(results))
     print(f"results: {args.json}")
     return 1 if {"failed", "timeout"} & set(statuses) else 0
+
+
+def keep(path: Path, results: dict, name: str, result: dict):
+    """The step's record, as it is now, into the results and onto disk."""
+    results["steps"][name] = result
+    results["updated"] = result["finished"]
+    save_results(path, results)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def test_smoke_records_every_step_and_the_failure_does_not_stop_the_rest(smoke):
     out, proc = smoke
     assert proc.returncode == 1, said(proc)  # bench failed on purpose
     steps = json.loads((out / "gpu-check.json").read_text())["steps"]
+    assert list(steps) == ["env", "tests", "full", "bench", "short"]  # most valuable first
     assert {name: s["status"] for name, s in steps.items()} == {
-        "env": "ok", "tests": "skipped", "short": "ok", "bench": "failed", "full": "ok"}, said(proc)
+        "env": "ok", "tests": "skipped", "full": "ok", "bench": "failed", "short": "ok"}, said(proc)
     for name, s in steps.items():
         assert s["mode"] == "smoke" and s["seconds"] > 0 and s["commands"], name
         assert all(c["command"] and c["seconds"] is not None for c in s["commands"]), name
@@ -68,10 +69,12 @@ def test_smoke_figures(smoke):
     assert env["dali"] == importlib.metadata.version(dali_wheel) and env["cuda_major_match"] is True
     assert env["grad_cam"] == importlib.metadata.version("grad-cam") and env["import_error"] is None
     assert env["cuda_available"] is False and env["gpu"] is None
+    assert "compile_problem" in env  # None where torch.compile can build: what the GPU machine lacks shows
 
     tests = steps["tests"]["figures"]
     assert (tests["passed"], tests["failed"]) == (0, 0) and tests["skipped"] >= 6
-    assert tests["skip_reasons"] == ["needs a CUDA GPU (none visible)"]
+    assert "tests/test_gpu.py" in tests["modules"] and "tests/test_gpu_check.py" not in tests["modules"]
+    assert tests["skip_reasons"] and all("GPU" in reason for reason in tests["skip_reasons"])
 
     short = steps["short"]
     killed, resumed, viz = short["commands"]
@@ -94,8 +97,8 @@ def test_smoke_prints_an_aligned_table(smoke):
     table = lines[start:start + 6]
     assert re.split(r"\s{2,}", table[0]) == ["step", "mode", "status", "seconds", "figures"]
     assert [line.split()[:3] for line in table[1:]] == [
-        ["env", "smoke", "ok"], ["tests", "smoke", "skipped"], ["short", "smoke", "ok"],
-        ["bench", "smoke", "failed"], ["full", "smoke", "ok"]]
+        ["env", "smoke", "ok"], ["tests", "smoke", "skipped"], ["full", "smoke", "ok"],
+        ["bench", "smoke", "failed"], ["short", "smoke", "ok"]]
     assert len({line.index(" smoke ") for line in table[1:]}) == 1  # columns line up
     assert "0 passed, 0 failed" in table[2] and "bench.py exited 2: error: CIFAR-10 not found" in table[4]
 
@@ -114,38 +117,48 @@ def test_later_calls_merge_into_the_same_file(smoke, tmp_path):
     assert {k: v for k, v in after.items() if k != "bench"} == {k: v for k, v in before.items() if k != "bench"}
 
 
-def test_a_time_box_kills_the_step_and_is_recorded(tmp_path, monkeypatch):
+def test_a_time_box_kills_the_step_and_is_recorded_as_it_runs(tmp_path, monkeypatch):
     def sleeper(check_, step):
+        step.watch = lambda: step.figures.update(ticks=step.figures.get("ticks", 0) + 1)  # what it wrote so far
         step.run([sys.executable, "-c", "import time; time.sleep(600)"])
 
     monkeypatch.setitem(gpu_check.RUNNERS, "full", sleeper)
-    result = gpu_check.run_step("full", types.SimpleNamespace(smoke=True), 0.5, tmp_path, dict(os.environ))
+    monkeypatch.setattr(gpu_check, "PROGRESS_SECONDS", 0.1)
+    saved = []  # copies: the records as they were when saved
+    result = gpu_check.run_step("full", types.SimpleNamespace(smoke=True), 1.5, tmp_path, dict(os.environ),
+                                save=lambda r: saved.append(json.loads(json.dumps(r))))
     assert result["status"] == "timeout" and "time box" in result["error"]
     assert result["commands"][0]["exit"] == -9  # killed, not left running
     assert "time.sleep(600)" in result["tail"]
+    running = [r for r in saved if r["status"] == "running"]
+    assert running and running[0]["commands"][0]["exit"] is None  # saved as soon as the command started
+    assert running[-1]["figures"]["ticks"] >= 1  # and again with fresh figures while it ran
+    assert saved[-1] == result and len(saved) == len(running) + 1
 
 
 def test_sigterm_kills_the_running_step_saves_it_and_stops(tmp_path):
-    """An outer time limit (the device tool's 10 minutes) ends the check with SIGTERM: the step running
-    then is recorded, its child killed, and no later step starts."""
-    results = tmp_path / "gpu-check.json"
+    """An outer time limit (`timeout` around a command) ends the check with SIGTERM: the step running then
+    is recorded, its child killed, and no later step starts. Before that, the file already said it ran."""
+    results, logs = tmp_path / "results" / "gpu-check.json", tmp_path / "results" / "logs"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path), "--json", str(results),
-                             "--only", "short,full"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    log = tmp_path / "logs" / "short.log"
+                             "--logs", str(logs), "--only", "full,short"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = logs / "full.log"
     deadline = time.monotonic() + 600
     while not (log.exists() and "train.py" in log.read_text()) and proc.poll() is None:
-        assert time.monotonic() < deadline, "the short step never started train.py"
+        assert time.monotonic() < deadline, "the full step never started train.py"
         time.sleep(0.05)
+    running = json.loads(results.read_text())["steps"]["full"]  # written when train.py started
+    assert running["status"] == "running" and "train.py" in running["commands"][0]["command"]
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, f"{stdout}\n{stderr}"
     steps = json.loads(results.read_text())["steps"]
-    assert list(steps) == ["short"]  # full never started
-    short = steps["short"]
-    assert short["status"] == "timeout" and short["stopped"] is True
-    assert short["error"].startswith("stopped by signal 15 during short")
-    assert short["commands"][-1]["exit"] == -9  # train.py killed with it, not left running
+    assert list(steps) == ["full"]  # short never started
+    full = steps["full"]
+    assert full["status"] == "timeout" and full["stopped"] is True
+    assert full["error"].startswith("stopped by signal 15 during full")
+    assert full["commands"][-1]["exit"] == -9  # train.py killed with it, not left running
 
 
 def test_a_signal_while_a_child_starts_waits_until_the_child_is_recorded(tmp_path, monkeypatch):
@@ -184,7 +197,7 @@ def test_junit_counts():
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--smoke", "--only", "env,gpu"], "--only 'env,gpu': steps are env, tests, short, bench, full"),
+    (["--smoke", "--only", "env,gpu"], "--only 'env,gpu': steps are env, tests, full, bench, short"),
     (["--smoke", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["--smoke", "--python", "/no/such/python"], "--python /no/such/python: not an executable"),
     (["--smoke", "--python", "false"], "false cannot import torch"),
