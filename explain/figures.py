@@ -8,7 +8,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+from matplotlib.ticker import Formatter, MaxNLocator
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from .pixels import hwc
@@ -53,10 +53,27 @@ def wrap(groups: list, per_row: int) -> list:
     return rows
 
 
-def decimals(low: float) -> int:
-    """Decimals that show `low`, the smallest loss on an axis, to two significant digits: every loss
-    label then has as many, so 2.30 and 0.85 line up instead of 2.3 and 0.8512."""
-    return max(1, 1 - math.floor(math.log10(low))) if low > 0 else 1
+class SameDecimals(Formatter):
+    """Every tick label of a log axis, major and minor, with one number of decimals: the fewest that
+    show the smallest tick to two significant digits and tell all ticks apart (2.30 and 0.85 line up;
+    not 2.3 and 0.8512, nor 2.3 twice). Over more than a decade only minor ticks at 2x and 5x are
+    labelled, so labels never crowd."""
+
+    def __init__(self, minor: bool = False):
+        self.minor = minor
+
+    def __call__(self, x, pos=None):
+        lo, hi = sorted(self.axis.get_view_interval())
+        if self.minor and hi > 10 * lo and round(x / 10 ** math.floor(math.log10(x))) not in (2, 5):
+            return ""
+        return f"{x:.{self.decimals(lo, hi)}f}"
+
+    def decimals(self, lo: float, hi: float) -> int:
+        ticks = [t for t in (*self.axis.get_majorticklocs(), *self.axis.get_minorticklocs()) if lo <= t <= hi]
+        d = max(1, 1 - math.floor(math.log10(min((t for t in ticks if t > 0), default=1))))
+        while d < 6 and len({f"{t:.{d}f}" for t in ticks}) < len(set(ticks)):
+            d += 1
+        return d
 
 
 def plot_curves(history: list, lr_steps: list) -> Figure:
@@ -68,18 +85,15 @@ def plot_curves(history: list, lr_steps: list) -> Figure:
     ema = bool(history) and "ema_test_acc" in history[0]
     names = {"train": "train", "val": "validation", "test": "test, raw weights" if ema else "test",
              "ema_test": "test, EMA weights"}
-    losses = []
     for split, style in (("train", "-o"), ("val", "--s"), ("test", "-s"), ("ema_test", ":^")):
         if history and f"{split}_loss" in history[0]:
-            losses += [r[f"{split}_loss"] for r in history]
             final = f" (final {history[-1][f'{split}_acc']:.2%})" if "test" in split else ""
-            loss.plot(epochs, losses[-len(history):], style, label=names[split])
+            loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=names[split])
             acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=names[split] + final)
     lr.plot(range(1, len(lr_steps) + 1), lr_steps, color="tab:purple")
     loss.set(title="loss (log scale)", xlabel="epoch", yscale="log")
-    tick = FormatStrFormatter(f"%.{decimals(min(losses, default=1))}f")  # 2.30, not 2.3 x 10^0
-    loss.yaxis.set_major_formatter(tick)
-    loss.yaxis.set_minor_formatter(tick)
+    loss.yaxis.set_major_formatter(SameDecimals())  # 2.30, not 2.3 x 10^0
+    loss.yaxis.set_minor_formatter(SameDecimals(minor=True))
     acc.set(title="accuracy (%)", xlabel="epoch", ylim=(0, 100))
     lr.set(title="learning rate of each step", xlabel="step")
     for ax in (loss, acc):

@@ -17,7 +17,7 @@ from PIL import Image
 import pipeline
 import viz
 from common.cli import UsageError, UserError
-from explain import Explanation, attacks, cams, evaluation, faithfulness, layers
+from explain import Explanation, attacks, cams, evaluation, faithfulness, figures, layers
 from explain.pixels import normalise, to_pixels
 from nets import checkpoint
 from tests.conftest import fails
@@ -155,29 +155,43 @@ def test_terminal_tables_name_the_attack_and_output_has_no_carriage_returns(viz_
     assert "\r" not in stdout and "test pass" not in stdout  # no progress bar into a pipe or a log
 
 
+def loss_labels(fig) -> list:
+    """The loss axis's tick labels in view, major and minor, as drawn."""
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    return [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+            if t.get_text() and lo <= t.get_position()[1] <= hi]
+
+
 def test_curves_put_final_accuracy_in_the_legend_and_losses_to_fixed_decimals(explanation):
     fig = explanation.curves()
-    FigureCanvasAgg(fig).draw()
-    loss, acc, _ = fig.axes
+    _, acc, _ = fig.axes
     final = explanation.state["history"][-1]["test_acc"]
     assert [t.get_text() for t in acc.get_legend().get_texts()] == ["train", f"test (final {final:.2%})"]
     assert not acc.texts, "no label on the plot that a point could hide"
-    shown = [t.get_text() for t in loss.get_yticklabels(minor=True) + loss.get_yticklabels() if t.get_text()]
-    assert len({len(t.split(".")[1]) for t in shown}) == 1 and len(shown) > 1, shown
+    narrow = [{"epoch": 1, "train_loss": 2.21, "train_acc": 0.2, "test_loss": 2.34, "test_acc": 0.1}]
+    wide = [{"epoch": e, "train_loss": a, "train_acc": 0.5, "test_loss": b, "test_acc": 0.4}
+            for e, (a, b) in enumerate([(2.3, 2.2), (0.5, 0.9), (0.05, 0.4), (0.012, 0.3)], 1)]
+    for labels in (loss_labels(fig), loss_labels(figures.plot_curves(narrow, [0.1])),
+                   loss_labels(figures.plot_curves(wide, [0.1]))):
+        assert 1 < len(labels) <= 10 and len(set(labels)) == len(labels), labels  # apart, not crowded
+        assert len({len(t.split(".")[1]) for t in labels}) == 1, labels  # one number of decimals
+    assert "0.010" in labels and "2.000" in labels  # the smallest to two significant digits
 
 
 # ---------------------------------------------------------------------------------- Python API
 def test_api_returns_figures_that_viz_saves_unchanged(explanation, viz_run):
     out = viz_run[1]
-    figures = {"curves": explanation.curves(), "misclassified": explanation.misclassified(N),
+    pictures = {"curves": explanation.curves(), "misclassified": explanation.misclassified(N),
                "gradcam": explanation.gradcam(N), "confusion": explanation.confusion()}
-    for name, fig in figures.items():
+    for name, fig in pictures.items():
         assert isinstance(fig, Figure) and fig.axes, name
         assert any(ax.images or ax.lines for ax in fig.axes), name
         png = io.BytesIO()
         fig.savefig(png, format="png")
         assert png.getvalue() == (out / f"{name}.png").read_bytes(), f"{name}: the API and viz.py differ"
-    assert sum(bool(ax.images) for ax in figures["gradcam"].axes) == 3 * N  # image, predicted, true
+    assert sum(bool(ax.images) for ax in pictures["gradcam"].axes) == 3 * N  # image, predicted, true
     assert explanation.accuracy_line() in repr(explanation)
 
 
