@@ -7,6 +7,8 @@ zeros outside the image), horizontal flip (p = 0.5), cutout 16x16 (on 32 px) who
 image, clipped at the borders and filled with round(255 * mean) on uint8 (~0 once normalised), then
 (x/255 - mean)/std in the training dtype and layout. The draws come from a torch generator seeded by
 (seed, epoch) on the device, so an epoch is a pure function of both (they are not DALI's numbers).
+As a training loader (`--loader torch`) it does what the DALI one does: every rank of a sharded run takes
+its own equal slice of one permutation per epoch, and a run resumes at (start_epoch, start_step).
 
 Per batch, three steps do the pixel work:
   gather + crop + flip   one index_select of 32x32 windows from the padded, pre-mirrored store
@@ -17,23 +19,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.device import resident
+
 from .augment_spec import PAD, cutout_fill, cutout_side
 
 
 class TensorLoader:
-    """Shuffled, augmented full batches of images (N x H x W x 3 uint8) on device_id (None: the CPU);
-    pass k over it is epoch start_epoch + k; len() is the number of full batches (the rest is dropped).
-    Batches are fresh tensors: they stay valid however many batches follow."""
+    """Shuffled, augmented full batches of images (N x H x W x 3 uint8) and their int64 labels on
+    device_id (None: the CPU), for shard shard_id of num_shards; pass k over it is epoch start_epoch + k,
+    the first pass starting at batch start_step; len() is the number of full batches of a shard (the
+    rest waits for a later epoch's shuffle). Batches are fresh tensors: they stay valid however many
+    batches follow. The padded store is shared by every loader of the same images on the device."""
 
     def __init__(self, images: np.ndarray, labels, *, mean, std, batch_size: int, seed: int,
-                 device_id=None, dtype=torch.float32, channels_last=True, start_epoch=0):
+                 device_id=None, dtype=torch.float32, channels_last=True, shard_id=0, num_shards=1,
+                 start_epoch=0, start_step=0):
         self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
-        self.batch_size, self.seed, self.epoch = batch_size, seed, start_epoch
+        self.batch_size, self.seed, self.epoch, self.start_step = batch_size, seed, start_epoch, start_step
         self.dtype, self.channels_last = dtype, channels_last
         self.count, self.size = len(images), images.shape[1]
+        self.per_shard = self.count // num_shards  # equal shards: every rank runs the same steps
+        self.shard = slice(shard_id * self.per_shard, (shard_id + 1) * self.per_shard)
         self.cutout = cutout_side(self.size)  # 16 on 32 px images, as in the DALI pipeline
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
-        self.windows = _windows(torch.from_numpy(images).to(self.device), self.size)
+        self.windows = resident(images, self.device, _windows)
         self.scale, self.shift = _tiled_normalisation(mean, std, self.size, channels_last, self.device)
         # The fill colour along one row of pixels (H W C order), to match a row of the uint8 batch.
         self.fill = torch.tensor(cutout_fill(mean), dtype=torch.uint8, device=self.device).repeat(self.size)
@@ -42,18 +51,20 @@ class TensorLoader:
                                    device=self.device)
 
     def __len__(self):
-        return self.count // self.batch_size
+        return self.per_shard // self.batch_size
 
     def __iter__(self):
         draws = self.draws(self.epoch)
+        first, self.start_step = self.start_step, 0  # only the resumed epoch starts midway
         self.epoch += 1
-        for step in range(len(self)):
+        for step in range(first, len(self)):
             rows = slice(step * self.batch_size, (step + 1) * self.batch_size)
             yield self.augment(draws["start"][rows], draws["square_rows"][rows],
                                draws["square_cols"][rows]), draws["labels"][rows]
 
     def draws(self, epoch: int) -> dict:
-        """One epoch's order and augmentation for every image, as the indices the batches use."""
+        """One epoch's order and augmentation for this shard's images, as the indices the batches use:
+        drawn for the whole set (one permutation shared by every rank), then sliced."""
         n, size, dev = self.count, self.size, self.device
         seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])  # (seed, epoch) mixed
         g = torch.Generator(dev).manual_seed(seed)
@@ -68,8 +79,9 @@ class TensorLoader:
         inside = torch.arange(size, device=dev)
         low = centre - self.cutout // 2  # the square: [low, low + cutout) in each axis, clipped
         square = ((inside >= low[:, :, None]) & (inside < low[:, :, None] + self.cutout)).to(torch.uint8)
-        return dict(start=start, labels=self.labels[order], square_rows=square[:, 0],
-                    square_cols=square[:, 1].repeat_interleave(3, dim=1))  # one entry per byte of a row
+        draws = dict(start=start, labels=self.labels[order], square_rows=square[:, 0],
+                     square_cols=square[:, 1].repeat_interleave(3, dim=1))  # one entry per byte of a row
+        return {k: v[self.shard] for k, v in draws.items()}
 
     def augment(self, start, square_rows, square_cols) -> torch.Tensor:
         """One batch from its draws; a fresh tensor in the training dtype and layout."""
@@ -86,11 +98,12 @@ class TensorLoader:
         return x.view(batch, 3, size, size)
 
 
-def _windows(images: torch.Tensor, size: int) -> torch.Tensor:
+def _windows(images: torch.Tensor) -> torch.Tensor:
     """Every size x size window of the zero-padded images and their mirror images, as one view: window p
     starts at pixel p of the flat store, so one index_select of B window numbers gathers, crops and
     flips a batch (rows of size*3 contiguous bytes). The mirrored copy doubles the store (2 x 240 MB
     for CIFAR-10) and saves a pass over every batch."""
+    size = images.shape[1]
     padded = F.pad(images, (0, 0, PAD, PAD, PAD, PAD))
     store = torch.stack([padded, padded.flip(2)], 1).flatten(0, 1).contiguous()
     n, side = store.shape[:2]
