@@ -4,9 +4,12 @@ train.py uses, a torch-ops loader (the uint8 set resident on the device, whole-b
 approach of the fastest CIFAR-10 scripts) and a torchvision DataLoader — alone, and feeding the
 training step, against the training step alone (the ceiling). Then the ratios, each loader's
 data-loading tax (1 - end-to-end / model only), the FLOP/s and bytes/s reached (against the GPU's
-peak when it is known) and, with --scaling, images/s against batch size and threads.
-A table on stdout, a line per stage run on stderr as it goes, every figure in --json, the bars and
-curves in --png. Results: BENCHMARKS.md.
+peak when it is known), with --fast-paths (on by default on a GPU) the training step eager against
+torch.compile and CUDA graphs, bf16 against fp16, and which defaults the figures would choose; with
+--scaling, images/s against batch size and threads.
+A table on stdout, a line per stage run on stderr as it goes, every figure in --json (rewritten after
+each group of stages, so a run cut short keeps what it measured), the bars and curves in --png.
+Results: BENCHMARKS.md.
 
   python bench.py --data-dir data              # the CIFAR-10 store (run train.py once to fetch it)
   python bench.py --synthetic 50000            # no dataset at hand: random uint8 images, labelled so
@@ -16,10 +19,17 @@ Each pipeline stage is --warmup untimed runs then --repeats timed ones, a run be
 the images lasting at least --run-seconds; the model stages share --warmup untimed steps, then take
 turns for --model-repeats rounds of --model-steps steps. Stages take turns round by round, so a busy
 spell on the machine hits them alike; the figures are the median, min and max of the runs.
-The defaults follow the device: on a GPU the whole set, an epoch of steps per run and --repeats
-rounds; on a CPU 10,240 images, 1 step per run and 2 rounds (ResNet18 trains at ~90 img/s on 2
-cores): about 70 s on 2 idle cores, much longer when other processes take them; --scaling adds
-about 80 s there.
+Other processes distort the figures (a thread that finds no free core stalls its peers), so the run
+uses as many threads as the cores other processes leave free (--threads), records per stage the
+cores' worth of CPU other processes took during its runs and the load average around them, and marks
+a stage unreliable when others took more than a quarter of a core or its runs spread more than 2x; a
+ratio, tax or choice involving it then gives no verdict, and a tax below zero beyond the runs'
+spread is called impossible. A verdict needs the runs' ranges apart; inside them it is a tie.
+The defaults follow the device: on a GPU the whole set, an epoch of steps per run, --repeats rounds
+and the fast paths (about 3 minutes on an H200, an estimate: BENCHMARKS.md); on a CPU 10,240 images,
+1 step per run and 2 rounds (ResNet18 trains at ~90 img/s on 2 cores): about 70 s on 2 idle cores,
+much longer when other processes take them; --scaling adds about 80 s there, --fast-paths about a
+minute per compiled variant.
 A stage that takes longer than --stage-timeout fails, named; the run then exits 1 with the figures
 measured so far in --json. Bad flags or missing data: one line, exit 2.
 """

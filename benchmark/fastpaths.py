@@ -22,7 +22,7 @@ from .stages import trainer
 PRECISIONS = ("bf16", "fp16", "fp32")
 MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEFAULT = ("bf16:eager", "fp16:eager", "bf16:default", "bf16:reduce-overhead")
-COMPILED_WARMUP = 3  # steps: the forward compiles on the first, CUDA graphs are recorded on a later one
+GRAPHS_WARMUP = 3  # steps on a GPU: both passes compile on the first, CUDA graphs are recorded on a later one
 
 
 def variant(text: str) -> str:
@@ -72,7 +72,7 @@ def warmed_up(name: str, base: dict, device, batch, warmup: int, sync, check) ->
     started = time.perf_counter()
     step = trainer(cfg, device, None if mode == "eager" else mode).step
     x, y = batch[0].to(precision_of(cfg, device).loader_dtype), batch[1]
-    for _ in range(max(warmup, 1 if mode == "eager" else COMPILED_WARMUP)):
+    for _ in range(max(warmup, GRAPHS_WARMUP if gpu and mode != "eager" else 1)):
         step(x, y)
         check()
     sync()

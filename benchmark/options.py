@@ -42,10 +42,10 @@ class Options:
                             "model stages")
     run_seconds: float = option(0.5, "a pipeline-stage run repeats whole passes until it has lasted "
                                      "this long (at least one pass)")
-    model_repeats: int = option(0, "timed rounds of the model stages (default: --repeats on a GPU, 2 on a "
-                                   "CPU, where a step of 512 takes ~5 s)")
-    model_steps: int = option(0, "training steps per model-stage run (default: an epoch on a GPU, "
-                                 "1 on a CPU)")
+    model_repeats: int = option(0, "timed rounds of the model stages and the fast paths (default: --repeats "
+                                   "on a GPU, 2 on a CPU, where a step of 512 takes ~5 s)")
+    model_steps: int = option(0, "training steps per model-stage or fast-path run (default: an epoch on a "
+                                 "GPU, 1 on a CPU)")
     fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say which "
                                     "precision and compile mode it would choose (default: on a GPU; on a "
                                     "CPU compiling ResNet18 takes about a minute per mode)")

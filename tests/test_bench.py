@@ -1,19 +1,30 @@
 """bench.py: a tiny run writes every figure (three loaders, ratios, taxes, FLOP/s and bytes/s arithmetic,
-the scaling sweep, bench.png); a stage past its deadline fails named, exit 1, with the partial JSON;
-user mistakes are one line and exit 2; the DataLoader's cutout. No assertion on speed: these machines
-are shared."""
+the machine's load per stage, the scaling sweep, bench.png); another, with a planted busy process
+while the torch-ops loader runs, marks that stage and its ratios unreliable in the JSON, the table and
+the picture, and trains the fast-path variants (torch.compile replaced by an eager stand-in: compiling
+takes minutes on 2 cores); planted figures make the verdicts (spread, ties, impossible taxes, choices);
+the thread count follows the free cores; a stage past its deadline fails named, exit 1, with the
+partial JSON; user mistakes are one line and exit 2; the DataLoader's cutout. No assertion on speed:
+these machines are shared."""
+import copy
+import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
+from types import SimpleNamespace
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 import bench
-from benchmark import limits, measure
+import pipeline
+from benchmark import limits, load, measure, plot, report as reports, run, verdict
 from benchmark.loaders import Cutout
 from common import cli
 from tests.conftest import ROOT
@@ -26,11 +37,7 @@ TINY = ["--device", "cpu", "--synthetic", "8", "--batch-size", "8", "--repeats",
         "--workers", "1", "--run-seconds", "0"]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy shared machine two threads wait on each other (5x slower steps)."""
-    with measure.torch_threads(1):
-        yield
+VARIANTS = ["bf16:eager", "fp32:eager", "bf16:reduce-overhead"]
 
 
 def run_in_process(*args):
@@ -42,11 +49,39 @@ def run_in_process(*args):
     return 0
 
 
-def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
-    out = tmp_path / "bench.json"
-    assert run_in_process(*TINY, "--scaling", "--scaling-batches", 4, 8, 16, "--json", out) == 0
-    stdout, stderr = capsys.readouterr()
-    report = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny run with everything: the scaling sweep, the fast paths, and another process that seems
+    busy whenever the torch-ops loader runs (the machine's busy time grows by a core-second in each of
+    its passes). torch.compile is an eager stand-in that records its mode: compiling ResNet18 takes
+    ~40 s on 2 idle cores, and even a one-layer model 10-25 s on busy ones (measured)."""
+    out, planted, modes = tmp_path_factory.mktemp("tiny") / "bench.json", [0.0], []
+    iterate, sample = pipeline.TensorLoader.__iter__, load.sample
+
+    def held_core(self):
+        yield from iterate(self)
+        planted[0] += 1.0
+
+    def busy_sample():
+        taken = sample()
+        return taken._replace(busy=taken.own + planted[0])
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(stdout), redirect_stderr(stderr):
+        patch.setattr(pipeline.TensorLoader, "__iter__", held_core)
+        patch.setattr(load, "sample", busy_sample)
+        patch.setattr(load, "MIN_WINDOW", 0.0)  # judge the tiny runs too
+        patch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+        code = run_in_process(*TINY, "--threads", 1, "--scaling", "--scaling-batches", 4, 8, 16, "--fast-paths",
+                              "--fast-path-variants", *VARIANTS, "--json", out)
+    assert code == 0, stderr.getvalue()[-2000:]
+    return SimpleNamespace(report=json.loads(out.read_text()), stdout=stdout.getvalue(),
+                           stderr=stderr.getvalue(), modes=modes, png=out.with_suffix(".png"))
+
+
+def test_tiny_run_writes_every_figure(tiny):
+    stdout, stderr = tiny.stdout, tiny.stderr
+    report = tiny.report
     assert report["device"]["type"] == "cpu" and report["device"]["name"] and report["failed"] is None
     assert set(report["versions"]) == {"python", "torch", "torchvision", "dali"}
     assert all(report["versions"].values())
@@ -54,7 +89,10 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
     assert (config["batch_size"], config["workers"], config["repeats"], config["model_steps"]) == (8, 1, 2, 1)
     assert config["model_repeats"] == 2 and config["run_seconds"] == 0
     assert config["precision"] == "bf16" and config["loader_dtype"] == "float32" and config["channels_last"]
-    assert report["data"]["synthetic"] is True and "synthetic" in report["data"]["source"]
+    # One thread: on a busy shared machine two threads wait on each other (5x slower steps).
+    assert (config["threads"], config["torch_threads"], config["dali_threads"]) == (1, 1, 1)
+    assert config["threads_from"] == "--threads" and config["others_cores_start"] is None
+    assert report["complete"] is True and report["data"]["synthetic"] is True and "synthetic" in report["data"]["source"]
     assert report["data"]["images"] == 8
     results = report["results"]
     assert set(results) == set(PIPELINES + MODELS)
@@ -62,9 +100,15 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
         assert len(r["runs"]) == 2 and r["min"] <= r["median"] <= r["max"] and r["min"] > 0
         assert r["cpu_per_wall"] > 0
         assert r["images_per_run"] == [8, 8]  # one pass or one step of one batch
+        assert len(r["load_average"]) == 2 and len(r["others_cores_runs"]) == 2
+        assert r["others_cores"] is None or r["others_cores"] >= 0  # None: runs too short to judge
+        assert r["unreliable"] == verdict.reasons(r)
         assert stderr.count(f"] {key} ") == (3 if key.startswith("pipeline") else 2) + (key == "model_only")
     check_ratios(report["ratios"], results)
     check_limits(report["limits"], results)
+    assert set(report["verdicts"]["comparisons"]) == {f"{kind}_dali_over_{peer}" for kind in ("pipeline", "e2e")
+                                                      for peer in ("torch_ops", "dataloader")}
+    assert set(report["recommendation"]) == {"loader", "precision", "compile"}
     scaling = report["scaling"]  # JSON keys are strings; 16 > 8 images: no full batch, left out
     threads = sorted({1, 2, os.cpu_count()})
     for loader in ("dali", "torch_ops", "dataloader"):
@@ -76,11 +120,12 @@ def test_tiny_run_writes_every_figure(tmp_path, capsys, one_thread):
     assert set(memory["host_rss_peak_mb_after"]) == {"pipelines", "models", "scaling"}
     assert memory["gpu_max_allocated_mb"] is None  # on a CPU
     assert report["seconds"] > 0 and report["device"]["load_average_end"] >= 0
-    with Image.open(tmp_path / "bench.png") as png:  # beside the JSON: bars and scaling curves
-        assert png.format == "PNG" and png.size[0] > 800 and png.size[1] > 600
+    with Image.open(tiny.png) as png:  # beside the JSON: bars, fast paths and scaling curves
+        assert png.format == "PNG" and png.size[0] > 800 and png.size[1] > 1000
     for label in ("pipeline  DALI", "pipeline  torch ops", "pipeline  DataLoader", "model only",
                   "end-to-end  DALI", "end-to-end  torch ops", "end-to-end  DataLoader", "DALI / torch ops",
-                  "DALI / DataLoader", "data-loading tax, DALI", "img/s by batch size", "img/s by threads"):
+                  "DALI / DataLoader", "data-loading tax, DALI", "img/s by batch size", "img/s by threads",
+                  "others' cores", "reliable", "threads", "defaults this run would choose", "loader"):
         assert label in stdout
 
 
@@ -109,6 +154,116 @@ def check_limits(found: dict, results: dict):
         assert p["gbps"] == pytest.approx(3072 * 5 * results[stage]["median"] / 1e9)
 
 
+def test_a_busy_machine_marks_the_stage_unreliable_in_the_json_the_table_and_the_picture(tiny):
+    report, stdout = tiny.report, tiny.stdout
+    results, comparisons = report["results"], report["verdicts"]["comparisons"]
+    busy = results["pipeline_torch_ops"]
+    assert busy["others_cores"] > 0.5 and busy["unreliable"][0].startswith("other processes used")
+    for stage in ("pipeline_dali", "pipeline_dataloader", "model_only", "e2e_dali"):
+        assert results[stage]["others_cores"] == pytest.approx(0, abs=1e-9)  # the planted process was idle
+        assert not any("other processes" in why for why in results[stage]["unreliable"])
+    assert comparisons["pipeline_dali_over_torch_ops"]["reliable"] is False
+    assert any(why.startswith("pipeline torch ops: other processes used")
+               for why in comparisons["pipeline_dali_over_torch_ops"]["unreliable"])
+    row = next(line for line in stdout.splitlines() if line.startswith("| pipeline  torch ops"))
+    assert row.rstrip(" |").endswith("NO")
+    assert "UNRELIABLE" in next(line for line in stdout.splitlines() if line.startswith("| DALI / torch ops"))
+    assert "warning: pipeline torch ops: unreliable: other processes used" in stdout
+    assert any(w.startswith("pipeline torch ops: unreliable: other processes used") for w in report["warnings"])
+    ax = Figure().subplots()  # the same marks in the picture: the bar hatched, the axis whole
+    pipelines = {k: results[k] for k in PIPELINES}
+    plot.bars(ax, pipelines, ["tab:green", "tab:blue", "tab:orange"], "each loader alone", log=True)
+    doubtful = [bool(f["unreliable"]) for f in pipelines.values()]  # torch ops; tiny runs may spread too
+    assert [bar.get_hatch() == "//" for bar in ax.patches] == doubtful and doubtful[1]
+    assert ["UNRELIABLE" in text.get_text() for text in ax.texts] == doubtful
+    bottom, top = ax.get_ylim()
+    assert bottom <= min(f["min"] for f in pipelines.values()) and top >= max(f["max"] for f in pipelines.values())
+    assert len([t for t in ax.get_yticks() if bottom <= t <= top]) >= 3  # 1, 2, 5 of each decade
+
+
+def test_the_fast_paths_train_each_variant_and_say_what_they_would_choose(tiny):
+    report = tiny.report
+    assert tiny.modes == ["reduce-overhead"]  # eager variants are not compiled
+    variants = report["fast_paths"]["variants"]
+    assert list(variants) == VARIANTS and report["config"]["fast_path_variants"] == VARIANTS
+    for name, f in variants.items():
+        assert f"{f['precision']}:{f['mode']}" == name and f["warmup_seconds"] > 0 and f["gpu_peak_mb"] is None
+        assert f["images_per_run"] == [8, 8] and f["min"] <= f["median"] <= f["max"]
+        stage = "step_" + name.replace(":", "_")
+        assert tiny.stderr.count(f"] {stage} ") == 3  # built and warmed up, then 2 timed runs
+        assert report["limits"]["fast_paths"][name]["tflops"] > 0
+    choices = report["recommendation"]
+    assert choices["precision"]["measured_with"] == "eager" and choices["precision"]["current"] == "bf16"
+    assert choices["compile"]["measured_with"] == "bf16" and choices["compile"]["current"] == "eager"
+    assert choices["compile"]["fastest"] in ("eager", "reduce-overhead")
+    for what in ("precision (at eager)", "compile mode (at bf16)", "loader (train.py --loader"):
+        assert f"- {what}" in tiny.stdout
+    assert "step bf16, compile reduce-overhead" in tiny.stdout
+
+
+def planted(*rates, others=0.0) -> dict:
+    figures = dict(median=statistics.median(rates), min=min(rates), max=max(rates), runs=list(rates),
+                   images_per_run=[512] * len(rates), cpu_per_wall=1.0, others_cores=others,
+                   others_cores_runs=[others] * len(rates), load_average=[0.2, 0.3])
+    return {**figures, "unreliable": verdict.reasons(figures)}
+
+
+def test_planted_figures_make_the_verdicts(tiny):
+    """A wide spread, a tie, a win beyond the spread, an impossible tax, and the choices they allow."""
+    report = copy.deepcopy(tiny.report)
+    report["results"].update(
+        pipeline_dali=planted(100, 300, 320), pipeline_torch_ops=planted(50, 52, 55),
+        pipeline_dataloader=planted(10, 11, 12), model_only=planted(10, 11, 12),
+        e2e_dali=planted(30, 31, 33), e2e_torch_ops=planted(11, 12, 13), e2e_dataloader=planted(9, 10, 11.5))
+    report["fast_paths"]["variants"].update({name: {**planted(*rates), "gpu_peak_mb": None, "warmup_seconds": 1.0}
+                                             for name, rates in (("bf16:eager", (100, 105, 110)),
+                                                                 ("fp32:eager", (120, 122, 125)),
+                                                                 ("bf16:reduce-overhead", (105, 108, 115)))})
+    reports.judge(report)
+    assert report["results"]["pipeline_dali"]["unreliable"] == ["its runs spread 3.2x (max / min)"]
+    c, taxes = report["verdicts"]["comparisons"], report["verdicts"]["taxes"]
+    assert not c["pipeline_dali_over_torch_ops"]["reliable"]  # DALI's spread
+    assert c["e2e_dali_over_torch_ops"]["beyond_spread"] and verdict.word(c["e2e_dali_over_torch_ops"]) == "faster"
+    assert verdict.word(c["e2e_dali_over_dataloader"]) == "faster"
+    assert taxes["dali"]["impossible"] and taxes["dali"]["value"] == pytest.approx(1 - 31 / 11)
+    assert taxes["torch_ops"]["reliable"] and not taxes["torch_ops"]["impossible"]  # 12 vs 11: overlapping runs
+    choices = report["recommendation"]
+    assert choices["loader"]["choice"] == "dali" and choices["loader"]["beyond_spread"]
+    assert choices["precision"]["choice"] == "fp32" and choices["precision"]["margin"] == pytest.approx(122 / 105 - 1)
+    assert choices["compile"]["fastest"] == "reduce-overhead" and not choices["compile"]["beyond_spread"]
+    assert choices["compile"]["choice"] == "eager"  # within the runs' spread: the default stays
+    text = reports.tables(report)
+    assert "data-loading tax, DALI: -181.8%: IMPOSSIBLE" in text
+    assert ("- compile mode (at bf16): keep eager (reduce-overhead +2.9% over eager, within the runs' spread)"
+            in text)
+    assert "- precision (at eager): fp32 (fp32 +16.2% over bf16, beyond the runs' spread)" in text
+
+
+def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
+    opts = SimpleNamespace(threads=0, workers=None)  # no --threads: the cores left free in the first 0.5 s
+    chosen = run.choose_threads(opts)
+    assert chosen["threads_from"] == "cores free at the start" and chosen["others_cores_start"] >= 0
+    assert opts.threads == opts.workers == chosen["threads"] == load.threads_for(os.cpu_count(),
+                                                                                 chosen["others_cores_start"])
+    assert chosen["dali_threads"] == min(4, opts.threads) and chosen["torch_threads"] == opts.threads
+    assert [load.threads_for(2, o) for o in (None, 0.0, 0.25, 0.3, 0.9, 1.9)] == [2, 2, 2, 1, 1, 1]
+    assert load.threads_for(16, 3.0) == 13
+    before, after = load.Sample(0.0, 10.0, 1.0), load.Sample(2.0, 13.0, 2.0)
+    assert load.others_cores(before, after) == pytest.approx(1.0)  # 3 busy seconds, 1 of them ours, in 2 s
+    assert load.others_cores(before._replace(busy=None), after) is None
+    mine = load.own_cpu()
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\nwhile time.process_time() < 0.3: pass\n"
+                              "sys.stdin.read()"], stdin=subprocess.PIPE)
+    deadline = time.monotonic() + 120  # a bound for a hung child only
+    while load.process_cpu(child.pid) < 0.25 and time.monotonic() < deadline:  # /proc counts 10 ms ticks
+        time.sleep(0.05)
+    assert load.own_cpu() - mine >= 0.25  # a live child's CPU time is this run's
+    child.communicate(b"")
+    assert load.own_cpu() - mine >= 0.25  # and still once it has ended and been reaped
+    before = load.sample()
+    assert before.busy >= before.own - mine and load.others_cores(before, load.sample()) >= 0  # /proc/stat read
+
+
 def test_a_stage_past_its_deadline_fails_named_with_exit_1_and_the_partial_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert run_in_process(*TINY, "--stage-timeout", 1e-6, "--json", out) == 1
@@ -118,6 +273,7 @@ def test_a_stage_past_its_deadline_fails_named_with_exit_1_and_the_partial_json(
     assert str(out) in err
     report = json.loads(out.read_text())
     assert report["failed"]["stage"] == "pipeline_torch_ops" and report["results"] == {}  # the first to run
+    assert report["config"]["fast_paths"] is False and report["complete"] is False  # opt-in on a CPU
     assert report["seconds"] > 0 and not (tmp_path / "bench.png").exists()
 
 
@@ -158,6 +314,8 @@ def test_peaks_by_device_name(name, gpu, peak, bandwidth):
     (["--batch-size", "512", "--images", "100"], "no full batch of 512"),
     (["--images", "5000"], "the data holds 300 images"),
     (["--workers", "-1"], "--workers must be >= 0"),
+    (["--threads", "-1"], "--threads must be >= 0"),
+    (["--fast-path-variants", "bf16:turbo"], "expected PRECISION:MODE"),
     (["--model", "vgg"], "invalid choice: 'vgg'"),
     (["--stage-timeout", "0"], "--stage-timeout must be > 0"),
     (["--run-seconds", "-1"], "--run-seconds must be >= 0"),
