@@ -552,3 +552,17 @@ def test_missing_dataset_without_network_is_a_clear_error(tmp_path, capsys, monk
     err = fails(train.main, ["--data-dir", tmp_path / "empty", "--out", out, *TINY], capsys)
     assert "CIFAR-10 not found" in err and "cifar-10-python.tar.gz" in err
     assert not out.exists(), "nothing is written before the data is there"
+
+
+# ------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
+def test_deterministic_gpu_runs_repeat_bit_for_bit(data_dir, tmp_path):
+    """--deterministic: two GPU runs from one seed (DALI on the GPU, bf16, cuDNN) end with the same
+    weights, which is what a bit-exact GPU resume rests on."""
+    runs = [fit(Config(data_dir=str(data_dir), out=str(tmp_path / name), epochs=2, device="cuda",
+                       deterministic=True, batch_size=32, limit_train=128, limit_test=64))
+            for name in ("a", "b")]
+    a, b = (checkpoint.load(r.checkpoint) for r in runs)
+    assert same_weights(a["model"], b["model"]) and same_history(a["history"], b["history"])
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic

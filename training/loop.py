@@ -95,7 +95,7 @@ def fit(cfg: Config) -> Result:
     started = time.perf_counter()
     resumed = checkpoint.load(cfg.resume) if cfg.resume else None
     cfg = resolve(continued(cfg, resumed) if resumed else cfg)
-    problem = cfg.compile and devices.compile_problem()
+    problem = cfg.compile and devices.compile_problem(cfg.device)
     if problem:
         raise UsageError(f"--compile: {problem}")
     process = distributed.start(cfg.device, cfg.deterministic)

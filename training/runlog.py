@@ -83,7 +83,7 @@ def describe(cfg, process, parts: dict, resumed_at) -> str:
 
 def weights(cfg) -> str:
     """Which weights the accuracies are of, and how they are evaluated."""
-    return ("raw and EMA weights" if cfg.ema else "raw weights") + (", flip TTA" if cfg.tta else "")
+    return ("raw and EMA weights" if cfg.ema else "raw weights") + (", flip TTA" if cfg.tta else ", no TTA")
 
 
 def progress(batches: int, initial: int, batch_size: int, enabled: bool):
@@ -107,7 +107,7 @@ def summary(history: list, tta: bool, wall_seconds: float | None = None) -> str:
     """The headline: the final epoch's test accuracy, of each set of weights (what papers report:
     choosing the best epoch on the test set would leak it), the best validation accuracy when there is
     a split, and the wall time of this process."""
-    last, how = history[-1], ", flip TTA" if tta else ""
+    last, how = history[-1], ", flip TTA" if tta else ", no TTA"
     line = f"done: final test acc {last['test_acc']:.2%} (raw weights{how})"
     if "ema_test_acc" in last:
         line += f", {last['ema_test_acc']:.2%} (EMA weights{how})"
