@@ -69,7 +69,8 @@ COPY common/ ./common/
 COPY training/ ./training/
 COPY explain/ ./explain/
 COPY benchmark/ ./benchmark/
-COPY train.py viz.py bench.py ./
+COPY sweeps/ ./sweeps/
+COPY train.py viz.py bench.py sweep.py ./
 # torch.compile must be able to build its kernels, on the GPU and on the CPU: fail the build if not.
 RUN python3 -c "import sys; from common.device import compile_problem; \
 sys.exit(compile_problem('cuda') or compile_problem('cpu'))" \
