@@ -2,10 +2,12 @@
 torch.compile in its default mode (what train.py --compile does) and with CUDA graphs (mode
 "reduce-overhead"), bf16 against fp16 (with the gradient scaler, as training does); "max-autotune" when
 asked for by name (its kernel search takes minutes). Each variant trains on the same batch already on
-the device (the model alone), in its own precision's input dtype. The variants are built and warmed up
-one at a time, so each one's warm-up time (compiling included) and its peak GPU memory above what was
-resident before it (weights, optimizer state, activations, CUDA-graph pools, compile workspace) are
-its own; then their timed runs take turns round by round, as every other group of stages does."""
+the device (the model alone), in its own precision's input dtype. Unlike the other groups of stages,
+the variants are measured one after the other, each built, warmed up, timed and freed before the
+next: its warm-up time (compiling included) and its peak GPU memory above what was resident before it
+(weights, optimizer state, activations, CUDA-graph pools, compile workspace) are its own, and a run
+cut short (a compile can take a minute) keeps every variant finished. The load sampler still marks a
+variant that other processes disturbed."""
 import argparse
 import gc
 import itertools
@@ -47,35 +49,40 @@ def measure(variants, base: dict, device, batch, deadline, *, warmup: int, repea
             sync, progress, save) -> dict:
     """{variant: figures, with precision, mode, warmup_seconds and gpu_peak_mb}. base: the run's options
     for training.config.build; batch: (x, y) on the device; deadline(stage) makes a stage's Deadline;
-    save(found) is called after each warm-up, so a run cut short keeps the variants done so far."""
-    deadlines = {stage(n): deadline(stage(n)) for n in variants}
-    built, found = {}, {}
+    save(found) is called after each variant, so a run cut short keeps the variants done so far."""
+    found = {}
     for name in variants:
-        with deadlines[stage(name)] as d:
-            built[name], found[name] = warmed_up(name, base, device, batch, warmup, sync, d.check)
-        progress(stage(name), -1, repeats, None)
+        found[name] = one(name, base, device, batch, deadline(stage(name)), warmup=warmup, repeats=repeats,
+                          steps_per_run=steps_per_run, sync=sync, progress=progress)
         save(found)
-    runs = {stage(n): steps(step, itertools.repeat(inputs), steps_per_run) for n, (step, inputs) in built.items()}
-    timed = interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress)
-    return {n: {**found[n], **timed[stage(n)]} for n in variants}
+    return found
 
 
-def warmed_up(name: str, base: dict, device, batch, warmup: int, sync, check) -> tuple:
-    """((step, its inputs), figures of the build and warm-up) for one variant."""
+def one(name: str, base: dict, device, batch, deadline, *, warmup: int, repeats: int, steps_per_run: int,
+        sync, progress) -> dict:
+    """Build, warm up and time one variant; its memory is freed when it returns."""
     precision, mode = name.split(":")
     cfg = config.build({**base, "precision": precision, "compile": mode != "eager"})
     gpu = device.type == "cuda"
+    if mode != "eager":
+        torch.compiler.reset()  # compiled from scratch, as a run would be, not from another mode's graphs
     gc.collect()
     if gpu:
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     resident = torch.cuda.memory_allocated() if gpu else 0
-    started = time.perf_counter()
-    step = trainer(cfg, device, None if mode == "eager" else mode).step
-    x, y = batch[0].to(precision_of(cfg, device).loader_dtype), batch[1]
-    for _ in range(max(warmup, GRAPHS_WARMUP if gpu and mode != "eager" else 1)):
-        step(x, y)
-        check()
-    sync()
-    return (step, (x, y)), dict(
-        precision=precision, mode=mode, warmup_seconds=time.perf_counter() - started,
-        gpu_peak_mb=(torch.cuda.max_memory_allocated() - resident) / 2**20 if gpu else None)
+    with deadline:
+        started = time.perf_counter()
+        step = trainer(cfg, device, None if mode == "eager" else mode).step
+        x, y = batch[0].to(precision_of(cfg, device).loader_dtype), batch[1]
+        for _ in range(max(warmup, GRAPHS_WARMUP if gpu and mode != "eager" else 1)):
+            step(x, y)
+            deadline.check()
+        sync()
+        warmed_up = time.perf_counter() - started
+    progress(stage(name), -1, repeats, None)
+    runs = {stage(name): steps(step, itertools.repeat((x, y)), steps_per_run)}
+    timed = interleaved(runs, {stage(name): deadline}, warmup=0, repeats=repeats, sync=sync, progress=progress)
+    return dict(precision=precision, mode=mode, warmup_seconds=warmed_up,
+                gpu_peak_mb=(torch.cuda.max_memory_allocated() - resident) / 2**20 if gpu else None,
+                **timed[stage(name)])
