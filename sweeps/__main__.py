@@ -6,14 +6,15 @@ import sys
 from common import cli
 
 from .plan import Plan
-from .study import open_study
+from .study import connect, open_study
 from .worker import work
 
 
 def main(argv: list):
     job = json.loads(argv[0])
     plan = Plan.from_dict(job["plan"])
-    work(open_study(plan, job["url"], job["heartbeat"]), plan, job["heartbeat"], job["label"])
+    storage = connect(job["url"], job["heartbeat"])
+    work(open_study(plan, storage), storage, plan, job["heartbeat"], job["label"])
 
 
 if __name__ == "__main__":

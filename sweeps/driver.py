@@ -5,7 +5,7 @@ import pipeline
 from .launch import environments, run_workers
 from .options import Options
 from .plan import Plan, make
-from .study import open_study, progress, shown_url, url_of
+from .study import connect, open_study, progress, shown_url, url_of
 from .summary import report
 from .worker import work
 
@@ -19,11 +19,12 @@ def run(options: Options, train_argv: list) -> dict:
     url = url_of(options.storage, plan)
     if not options.storage:
         plan.dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(plan, url, options.heartbeat)
+    storage = connect(url, options.heartbeat)
+    study = open_study(plan, storage)
     print(f"sweep {plan.name}: {len(plan.settings())} setting(s) x {plan.seeds} seed(s) = {len(plan.points())} "
           f"trials, run directories in {plan.dir}, study in {shown_url(url)}", flush=True)
     if not workers:
-        work(study, plan, options.heartbeat)
+        work(study, storage, plan, options.heartbeat)
     else:
         codes = run_workers({"plan": plan.to_dict(), "url": url, "heartbeat": options.heartbeat}, workers)
         if not progress(study, plan).finished:

@@ -74,7 +74,8 @@ class Plan:
         return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
     def points(self) -> list:
-        return [Point(s, seed) for s in self.settings() for seed in range(self.seeds)]
+        """Seed by seed: a sweep stopped early has every setting at least once."""
+        return [Point(s, seed) for seed in range(self.seeds) for s in self.settings()]
 
     def search_space(self) -> dict:
         """Optuna's parameters: the grid and the seed, one more axis."""
@@ -82,6 +83,9 @@ class Plan:
 
     def point(self, params: dict) -> Point:
         return Point({k: params[k] for k in self.grid}, params["seed"])
+
+    def params(self, point: Point) -> dict:
+        return {**point.setting, "seed": point.seed}
 
     def config(self, point: Point, resume: str = "") -> Config:
         return Config(**self.fixed, **point.setting, seed=point.seed, out=str(self.dir / point.name), resume=resume)

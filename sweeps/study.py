@@ -1,7 +1,8 @@
 """Where the trials live: an Optuna study in an SQLite file in the sweep directory (nothing to start; a
 few processes on one machine) or in a database that many machines share (--storage postgresql://...).
-A running trial beats a heartbeat; when it stops (a worker killed, a machine lost) the next worker
-that looks fails the trial and queues it again with the same parameters."""
+Every trial is a point of the plan put in the study's queue; a running trial beats a heartbeat, and
+when it stops (a worker killed, a machine lost) the next worker that looks fails the trial and queues
+it again with the same parameters."""
 import json
 import re
 import warnings
@@ -16,8 +17,10 @@ from common.cli import UsageError
 
 from .plan import Plan, shown
 
-# Optuna 5.0 marks the heartbeat and its retry callback experimental; the warning tells a user nothing.
+# Optuna 5.0 marks the heartbeat and its retry callback experimental, and warns when a trial is asked
+# outside Study.optimize with a heartbeat set: the workers beat it themselves (worker.beating).
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 requeue = RetryHeartbeatStaleTrialCallback()  # a WAITING copy of a trial: same parameters, same grid point
 
 
@@ -51,17 +54,19 @@ def connect(url: str, heartbeat: int) -> RDBStorage:
                          "database server runs and lets this machine in") from None
 
 
-def open_study(plan: Plan, url: str, heartbeat: int) -> optuna.Study:
+def open_study(plan: Plan, storage: RDBStorage) -> optuna.Study:
     """The sweep's study, created by the first worker to come; a second command under the same name
-    must sweep the same grid, seeds and options."""
+    must sweep the same grid, seeds and options. Workers put the plan's points in its queue themselves;
+    the sampler only draws for a trial asked just after a peer emptied the queue (a duplicate point is
+    then given way by the trial that started later)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints a line per trial itself
-    study = optuna.create_study(storage=connect(url, heartbeat), study_name=plan.name, direction="maximize",
-                                sampler=optuna.samplers.GridSampler(plan.search_space()), load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
     mine, theirs = json.loads(json.dumps(plan.definition())), study.user_attrs.get("sweep")
     if theirs is None:
         study.set_user_attr("sweep", mine)
     elif theirs != mine:
-        raise UsageError(f"sweep {plan.name} in {shown_url(url)} was started as {describe(theirs)}, not "
+        raise UsageError(f"sweep {plan.name} in {shown_url(storage.url)} was started as {describe(theirs)}, not "
                          f"{describe(mine)}: repeat its own command to continue it, or choose another --name")
     return study
 
@@ -78,7 +83,7 @@ class Progress:
     done: dict = field(default_factory=dict)  # point name -> its COMPLETE trial (or FAIL with an error)
     busy: set = field(default_factory=set)     # point names a RUNNING or WAITING trial holds
     interrupted: list = field(default_factory=list)  # FAILs without a recorded error, nothing else on the point
-    free: set = field(default_factory=set)     # points no trial has touched
+    free: list = field(default_factory=list)   # Points no trial holds or finished, in the plan's order
     waiting: int = 0
 
     @property
@@ -103,5 +108,5 @@ def progress(study: optuna.Study, plan: Plan) -> Progress:
         elif any(t.state == TrialState.FAIL for t in mine):
             now.interrupted.append(max((t for t in mine if t.state == TrialState.FAIL), key=lambda t: t.number))
         else:
-            now.free.add(point.name)
+            now.free.append(point)  # untouched, or only given way by duplicates (PRUNED)
     return now

@@ -8,7 +8,6 @@ import json
 import math
 from statistics import fmean, stdev
 
-from scipy.stats import t as student_t
 from optuna.trial import TrialState
 
 from common.files import write_text
@@ -24,6 +23,7 @@ WEIGHTS = "accuracies of the weights viz.py evaluates: the EMA when a run keeps 
 
 def interval(values: list) -> dict:
     """Mean and 95 % interval; with one seed there is no interval (low = high = None)."""
+    from scipy.stats import t as student_t  # here, not in every worker process that imports the package
     mean, n = fmean(values), len(values)
     half = student_t.ppf(0.975, n - 1) * stdev(values) / math.sqrt(n) if n > 1 else None
     return {"mean": mean, "low": None if half is None else mean - half,

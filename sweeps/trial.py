@@ -2,6 +2,7 @@
 directory (resumed from its last.pt when an earlier attempt left one); the final validation accuracy
 goes back to Optuna, the rest is kept on the trial and as TensorBoard HParams beside the run."""
 from contextlib import redirect_stderr, redirect_stdout
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -21,7 +22,7 @@ def run(trial: optuna.Trial, plan: Plan, label: str = "") -> float:
     point = plan.point({k: trial.suggest_categorical(k, v) for k, v in plan.search_space().items()})
     trial.set_user_attr("run", point.name)
     holder = other_holder(trial, plan, point)
-    if holder is not None:  # two workers drew the same point at once: the earlier trial keeps it
+    if holder is not None:  # two workers drew the same point at once: the one that started first keeps it
         raise optuna.TrialPruned(f"trial {holder} trains {point.name}")
     out = plan.dir / point.name
     last = out / "last.pt"
@@ -43,10 +44,13 @@ def run(trial: optuna.Trial, plan: Plan, label: str = "") -> float:
 
 
 def other_holder(trial: optuna.Trial, plan: Plan, point: Point) -> int | None:
-    """The number of an earlier trial running the same point, if any."""
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if (t.number < trial.number and set(plan.search_space()) <= t.params.keys()
-                and plan.point(t.params) == point):
+    """The number of another running trial of the same point that started before this one, if any
+    (start time, then number: one order every worker agrees on, so exactly one of them trains)."""
+    running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    mine = next(((t.datetime_start, t.number) for t in running if t.number == trial.number), (datetime.max, 0))
+    for t in running:
+        if ((t.datetime_start, t.number) < mine
+                and set(plan.search_space()) <= t.params.keys() and plan.point(t.params) == point):
             return t.number
     return None
 

@@ -2,29 +2,88 @@
 runs in every process on every machine; they share nothing but the study (and, for resuming on
 another machine, the run directories)."""
 import copy
+import math
+import random
+import threading
 import time
-from functools import partial
+from contextlib import contextmanager
 
 import optuna
-from optuna.storages import fail_stale_trials
+import sqlalchemy
+from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.trial import TrialState
 
-from . import trial
+from . import trial as trials
 from .plan import Plan
 from .study import progress, requeue
 
+POLL = 2  # seconds between looks at the study while peers hold the last trials
 
-def work(study: optuna.Study, plan: Plan, heartbeat: int, label: str = ""):
+
+def work(study: optuna.Study, storage: RDBStorage, plan: Plan, heartbeat: int, label: str = ""):
     """Take a trial while one is free; while peers hold the last ones, wait and watch their heartbeats:
     a trial whose heartbeat stops is queued again and taken here, resuming from its last.pt."""
-    objective = partial(trial.run, plan=plan, label=label)
     while True:
         fail_stale_trials(study)  # a dead worker's trials -> FAIL, and a WAITING copy of each
         now = progress(study, plan)
         for stopped in now.interrupted:  # a signal or a crash, not a result: queue the point again
-            requeue(study, copy.deepcopy(stopped))  # the callback edits the lists it copies
+            requeue(study, copy.deepcopy(stopped))  # (the callback edits the lists it copies)
         if now.finished:
             return
+        if now.free and not (now.waiting or now.interrupted):
+            # The earliest seed first; a random one of its points, so that workers rarely draw the same.
+            first = [p for p in now.free if p.seed == now.free[0].seed]
+            study.enqueue_trial(plan.params(random.choice(first)))
         if now.free or now.waiting or now.interrupted:
-            study.optimize(objective, n_trials=1)  # a queued copy first, else a free grid point
+            take(study, storage, plan, heartbeat, label)
         else:
-            time.sleep(heartbeat)
+            time.sleep(min(POLL, heartbeat))
+
+
+def take(study: optuna.Study, storage: RDBStorage, plan: Plan, heartbeat: int, label: str):
+    """Ask for a trial (a queued one first), run it under a heartbeat, tell how it ended (a signal or a
+    crash: FAIL, then raised)."""
+    trial = study.ask()
+    state, value = TrialState.FAIL, None
+    try:
+        with beating(storage, trial._trial_id, heartbeat):  # no public id; Optuna's own loop does the same
+            value = trials.run(trial, plan, label)
+        state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL  # nan: a user error, kept
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    finally:
+        end(study, trial, state, value if state == TrialState.COMPLETE else None)
+
+
+def end(study: optuna.Study, trial: optuna.Trial, state: TrialState, value):
+    """Tell the trial's end. If a peer failed it meanwhile (its heartbeats came too late: a stalled
+    machine, a lost database connection) and queued it again, the result it reached is kept as a
+    finished copy, so the point counts once whichever attempt ends first."""
+    told = study.tell(trial, value, state=state, skip_if_finished=True)
+    if told.state == TrialState.FAIL and state == TrialState.COMPLETE:
+        study.add_trial(optuna.trial.create_trial(params=told.params, distributions=told.distributions,
+                                                  value=value, user_attrs=told.user_attrs,
+                                                  system_attrs={"taken_over": told.number}))
+
+
+@contextmanager
+def beating(storage: RDBStorage, trial_id: int, every: int):
+    """A heartbeat for the trial every `every` seconds while the block runs (a thread: training keeps
+    the main one)."""
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except sqlalchemy.exc.SQLAlchemyError:
+                pass  # the database is away for a moment: the next beat tries again
+            if stop.wait(every):
+                return
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,4 +1,5 @@
-"""torchrun --nproc_per_node=2 on the CPU (gloo): sharded DALI pipelines, DDP, exact evaluation."""
+"""torchrun --nproc_per_node=2 on the CPU (gloo): sharded DALI pipelines, DDP, exact evaluation; two
+"nodes" (two torchrun agents, c10d rendezvous) reach the same run as one node with two processes."""
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pipeline
 from nets import checkpoint
 from pipeline.dali import TrainSource
 from tests.conftest import ROOT, SUBPROCESS_LIMIT
+from training.data import TEST_SUBSET_SEED
 from training.step import logits_of
 
 
@@ -60,7 +62,8 @@ def test_torchrun_two_ranks(data_dir, two_ranks):
     model = nets.create("resnet18").eval()
     model.load_state_dict(state["model"])
     d = pipeline.load_cifar10(data_dir)
-    loader = pipeline.eval_loader(d.test_images[:40], d.test_labels[:40], mean=d.mean, std=d.std,
+    test = pipeline.subset(d.test_labels, 40, TEST_SUBSET_SEED)  # the 40 images --limit-test 40 takes
+    loader = pipeline.eval_loader(d.test_images[test], d.test_labels[test], mean=d.mean, std=d.std,
                                   batch_size=16, channels_last=False)
     with torch.no_grad():  # as the run evaluated: with the mirror images (TTA)
         correct = sum(int((logits_of(model, x, state["config"]["tta"]).argmax(1) == y).sum()) for x, y in loader)
@@ -85,3 +88,27 @@ def test_torchrun_resume_after_kill_9(data_dir, two_ranks, tmp_path):
     keys = ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_count", "test_count")
     assert [[r[k] for k in keys] for r in got["history"]] == [[r[k] for k in keys] for r in ref["history"]]
     assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
+
+
+def node(rank, *args, port):
+    """One of two "nodes" on this machine: its own torchrun agent with one process, meeting the other
+    through c10d rendezvous as on two machines (the first agent there hosts the rendezvous store)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+            "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+            "--rdzv-id=two-nodes", "train.py", *map(str, args)]
+
+
+def test_two_nodes_train_the_same_run_as_one_node_with_two_processes(data_dir, two_ranks, tmp_path):
+    ref_out, _ = two_ranks
+    out = tmp_path / "run"
+    args = ["--data-dir", data_dir, "--out", out, "--epochs", 2, *TINY]
+    nodes = [subprocess.Popen(node(rank, *args, port=29520), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [n.communicate(timeout=SUBPROCESS_LIMIT) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], [err[-3000:] for _, err in outputs]
+    assert "".join(stdout for stdout, _ in outputs).count("done: final test acc") == 1, "only rank 0 logs"
+    ref, got = checkpoint.load(ref_out / "last.pt"), checkpoint.load(out / "last.pt")
+    keys = ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "ema_test_acc", "train_count", "test_count")
+    assert [[r[k] for k in keys] for r in got["history"]] == [[r[k] for k in keys] for r in ref["history"]]
+    assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
+    assert all(torch.equal(ref["ema"][k], got["ema"][k]) for k in ref["ema"])
