@@ -28,7 +28,7 @@ def draw(report: dict, path):
     res, taxes = report["results"], report["verdicts"]["taxes"]
     bars(axes["loaders"], {LABELS[k]: res[k] for k in PIPELINES}, [colour(k) for k in PIPELINES],
          "each loader alone", log=True)
-    notes = [""] + [f"tax {taxes[k]['value']:.1%}" + flag(taxes[k]) for k in NAMES]  # flag: its own line
+    notes = [""] + [f"tax {taxes[k]['value']:.1%}" + flag(taxes[k]) for k in NAMES]
     bars(axes["models"], {LABELS[k]: res[k] for k in MODELS}, [colour(k) for k in MODELS],
          "training step: alone and fed by each loader", notes=notes)
     if fast:
@@ -48,7 +48,7 @@ def colour(stage: str) -> str:
 
 
 def flag(t: dict) -> str:
-    return "\nIMPOSSIBLE" if t["impossible"] else "\nUNRELIABLE" if t["unreliable"] else ""
+    return " IMPOSSIBLE" if t["impossible"] else ", unreliable" if t["unreliable"] else ""
 
 
 def fast_note(f: dict, base: dict, base_name: str) -> str:

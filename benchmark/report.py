@@ -66,11 +66,12 @@ def judge(report: dict):
         choices.update(fast_path_choices(report["fast_paths"]["variants"], c["precision"],
                                          "default" if c["compile"] else "eager"))
     report["recommendation"] = choices
-    named = [(plain(k), f) for k, f in r.items()] + [(fastpaths.label(k), f) for k, f in
-                                                     (report.get("fast_paths") or {}).get("variants", {}).items()]
-    report["warnings"] = ([f"{name}: unreliable: {'; '.join(f['unreliable'])}" for name, f in named if f["unreliable"]]
-                          + [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items()
-                             if t["impossible"]])
+    variants = (report.get("fast_paths") or {}).get("variants", {})
+    figures = {plain(k): f for k, f in r.items()} | {fastpaths.label(k): f for k, f in variants.items()}
+    report["warnings"] = [f"{name}: unreliable: {'; '.join(f['unreliable'])}"
+                          for name, f in figures.items() if f["unreliable"]]
+    report["warnings"] += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items()
+                           if t["impossible"]]
 
 
 def plain(stage: str) -> str:
@@ -79,13 +80,13 @@ def plain(stage: str) -> str:
 
 
 def summary_lines(report: dict) -> list:
-    """The verdicts in a few lines: DALI against the torch-ops peer, doubtful taxes, the choices."""
+    """The verdicts in a few short lines (bench.png's): DALI against the torch-ops peer, impossible
+    taxes, the choices."""
     comparisons = report["verdicts"]["comparisons"]
-    lines = [f"{where}: " + verdict.said(comparisons[f"{kind}_dali_over_torch_ops"], "DALI", "torch ops")
+    lines = [f"{where}: " + verdict.said(comparisons[f"{kind}_dali_over_torch_ops"], "DALI", "torch ops", why=False)
              for kind, where in (("pipeline", "loader alone"), ("e2e", "end to end"))]
-    lines += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items()
-              if not t["reliable"]]
-    return lines + recommendation_lines(report["recommendation"]).splitlines()[1:]
+    lines += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items() if t["impossible"]]
+    return lines + recommendation_lines(report["recommendation"], why=False).splitlines()[1:]
 
 
 def fast_path_choices(variants: dict, precision: str, mode: str) -> dict:
@@ -185,11 +186,11 @@ def fast_path_table(report: dict) -> str:
                         "reliable"], rows))
 
 
-def recommendation_lines(choices: dict) -> str:
+def recommendation_lines(choices: dict, why: bool = True) -> str:
     names = dict(loader="loader (train.py --loader, end to end)",
                  precision="precision", compile="compile mode")
-    lines = [verdict.choice_said(names[k] + (f" (at {c['measured_with']})" if "measured_with" in c else ""), c)
-             for k, c in choices.items()]
+    lines = [verdict.choice_said(names[k] + (f" (at {c['measured_with']})" if "measured_with" in c else ""), c,
+                                 why) for k, c in choices.items()]
     return ("defaults this run would choose (a recommendation: the project's defaults change only from "
             "figures measured on a GPU):\n" + "\n".join(f"- {line}" for line in lines))
 

@@ -40,11 +40,16 @@ def word(c: dict) -> str:
     return "faster" if c["ratio"] > 1 else "slower"
 
 
-def said(c: dict, a_name: str, b_name: str) -> str:
+def doubts(found: dict, why: bool) -> str:
+    """The reasons not to trust a figure, or (why=False, for a picture) where to find them."""
+    return "; ".join(found["unreliable"]) if why else "see the hatched bars; the reasons are in the JSON"
+
+
+def said(c: dict, a_name: str, b_name: str, why: bool = True) -> str:
     """One line for a comparison: the ratio and what it allows one to say."""
     figure = f"{a_name} / {b_name} {c['ratio']:.2f}x ({c['low']:.2f} - {c['high']:.2f} over the runs)"
     if not c["reliable"]:
-        return f"{figure}: UNRELIABLE, no verdict ({'; '.join(c['unreliable'])})"
+        return f"{figure}: UNRELIABLE, no verdict ({doubts(c, why)})"
     if not c["beyond_spread"]:
         return f"{figure}: a tie within the runs' spread"
     return f"{figure}: {a_name if c['ratio'] > 1 else b_name} is faster, beyond the runs' spread"
@@ -60,13 +65,13 @@ def tax(e2e: dict, ceiling: dict, loader: str) -> dict:
     return dict(value=value, reliable=not doubts and not impossible, impossible=impossible, unreliable=doubts)
 
 
-def tax_said(t: dict, loader: str) -> str:
+def tax_said(t: dict, loader: str, why: bool = True) -> str:
     line = f"data-loading tax, {loader}: {t['value']:.1%}"
     if t["impossible"]:
         return (f"{line}: IMPOSSIBLE (every end-to-end run beat every model-only run): not a figure, "
                 "something slowed the model-only runs; run again on a quiet machine")
     if t["unreliable"]:
-        return f"{line}: UNRELIABLE ({'; '.join(t['unreliable'])})"
+        return f"{line}: UNRELIABLE ({doubts(t, why)})"
     return line
 
 
@@ -78,7 +83,7 @@ def choose(options: dict, current: str) -> dict:
     best = ranked[0]
     against = current if current in options and current != best else next(iter(ranked[1:]), None)
     if against is None:
-        return dict(choice=best, fastest=best, against=None, margin=None, beyond_spread=False,
+        return dict(choice=current, fastest=best, against=None, margin=None, beyond_spread=False,
                     reliable=False, unreliable=["one option measured: nothing to compare"], current=current)
     c = compare(options[best], options[against], best, against)
     decided = c["reliable"] and c["beyond_spread"]
@@ -87,12 +92,12 @@ def choose(options: dict, current: str) -> dict:
                 current=current)
 
 
-def choice_said(what: str, c: dict) -> str:
+def choice_said(what: str, c: dict, why: bool = True) -> str:
     if c["against"] is None:
-        return f"{what}: {c['choice']} (one option measured)"
+        return f"{what}: keep {c['current']} (only {c['fastest']} measured: nothing to compare)"
     margin = f"{c['fastest']} {c['margin']:+.1%} over {c['against']}"
     if not c["reliable"]:
-        return f"{what}: keep {c['current']} ({margin}, UNRELIABLE: {'; '.join(c['unreliable'])})"
+        return f"{what}: keep {c['current']} ({margin}, UNRELIABLE: {doubts(c, why)})"
     if not c["beyond_spread"]:
         return f"{what}: keep {c['current']} ({margin}, within the runs' spread)"
     return f"{what}: {c['choice']} ({margin}, beyond the runs' spread)"
