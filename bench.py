@@ -23,7 +23,7 @@ Other processes distort the figures (a thread that finds no free core stalls its
 uses as many threads as the cores other processes leave free (--threads), records per stage the
 cores' worth of CPU other processes took during its runs and the load average around them, and marks
 a stage unreliable when others took more than a quarter of a core or its runs spread more than 2x; a
-ratio, tax or choice involving it then gives no verdict, and a tax below zero beyond the runs'
+ratio, tax or choice involving it then gives no verdict, and a tax below -3 % beyond the runs'
 spread is called impossible. A verdict needs the runs' ranges apart; inside them it is a tie.
 The defaults follow the device: on a GPU the whole set, an epoch of steps per run, --repeats rounds
 and the fast paths (about 3 minutes on an H200, an estimate: BENCHMARKS.md); on a CPU 10,240 images,

@@ -118,7 +118,8 @@ def tables(report: dict) -> str:
             f"{', channels-last' if c['channels_last'] else ''}\n"
             f"{d['images']:,} {d['source']} images per pass | "
             f"{c['warmup']} warm-up + {c['repeats']} timed runs of >= {c['run_seconds']:g} s, interleaved; "
-            f"model stages {c['model_repeats']} rounds of {c['model_steps']} steps\n"
+            f"model stages {c['model_repeats']} rounds of {c['model_steps']} steps"
+            f"{' (an epoch)' if c['model_steps'] == d['images'] // c['batch_size'] else ''}\n"
             f"threads {c['threads']} ({threads_from(c)}): torch {c['torch_threads']}, DALI {c['dali_threads']}, "
             f"DataLoader workers {c['workers']}")
     parts = [head, stage_table({LABELS[k]: res[k] for k in PIPELINES + MODELS if k in res})]

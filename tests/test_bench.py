@@ -227,6 +227,8 @@ def test_planted_figures_make_the_verdicts(tiny):
     assert verdict.word(c["e2e_dali_over_dataloader"]) == "faster"
     assert taxes["dali"]["impossible"] and taxes["dali"]["value"] == pytest.approx(1 - 31 / 11)
     assert taxes["torch_ops"]["reliable"] and not taxes["torch_ops"]["impossible"]  # 12 vs 11: overlapping runs
+    noise = verdict.tax(planted(100.5, 101, 101.5), planted(99, 99.5, 100), "DALI")  # apart, but within 3 %
+    assert noise["value"] == pytest.approx(1 - 101 / 99.5) and noise["reliable"] and not noise["impossible"]
     choices = report["recommendation"]
     assert choices["loader"]["choice"] == "dali" and choices["loader"]["beyond_spread"]
     assert choices["precision"]["choice"] == "fp32" and choices["precision"]["margin"] == pytest.approx(122 / 105 - 1)
