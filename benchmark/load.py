@@ -4,17 +4,42 @@ cores) minus this process's and its children's (DataLoader workers, compile work
 than a load average: one thread of a parallel region that finds no free core stalls the others (on 2
 cores with one taken, the torch-ops loader at 2 threads fell from ~180,000 to ~8,900 img/s), so a
 figure measured while others held cores is marked unreliable, and the thread count follows the cores
-left free. Linux only; elsewhere the figures are None and nothing is judged by them."""
+left free. Only the CPUs this process may run on count; where a CPU quota (cgroup) caps it below them,
+other processes' use of shared CPUs says nothing about ours, and, as off Linux, the figures are None
+and nothing is judged by them."""
 import glob
 import os
 import resource
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 LOAD_LIMIT = 0.25  # cores: other processes above this during a stage make its figure unreliable
 START_WINDOW = 0.5  # seconds watched before choosing the thread count
 MIN_WINDOW = 0.4  # seconds: shorter windows are too coarse to judge (/proc/stat counts 10 ms ticks)
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc's unit: ticks per second
+
+
+# Where a cgroup caps CPU time: v2 "max 100000" (none) or "200000 100000"; v1 a quota (-1: none), a period.
+CGROUP_QUOTAS = (("/sys/fs/cgroup/cpu.max",),
+                 ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def cpu_quota() -> float | None:
+    """The cores' worth of CPU time this process's cgroup may use; None: no cap (or none found)."""
+    for files in CGROUP_QUOTAS:
+        try:
+            quota, period = " ".join(Path(f).read_text() for f in files).split()[:2]
+        except (OSError, ValueError):
+            continue
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    return None
+
+
+CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+QUOTA = cpu_quota()
+CORES = max(1, min(len(CPUS), round(QUOTA))) if QUOTA else len(CPUS)  # what this process may use
+SHARED = CORES < len(CPUS)  # a quota below the CPUs it runs on: others' use of them is not ours to judge
 
 
 class Sample(NamedTuple):
@@ -28,14 +53,18 @@ def sample() -> Sample:
 
 
 def machine_busy() -> float | None:
-    """Busy CPU seconds of all cores: user, nice, system, irq, softirq and steal (not idle or iowait)."""
+    """Busy CPU seconds of the CPUs this process may run on: user, nice, system, irq, softirq and steal
+    (not idle or iowait)."""
+    if SHARED:
+        return None
     try:
         with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
+            rows = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
+        busy = [sum(int(v) for i, v in enumerate(row[1:9]) if i not in (3, 4))  # 3, 4: idle, iowait
+                for row in rows if int(row[0][3:]) in CPUS]
     except (OSError, ValueError):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / TICK
+    return sum(busy) / TICK if busy else None
 
 
 def own_cpu() -> float:
@@ -74,10 +103,11 @@ def others_cores(before: Sample, after: Sample) -> float | None:
 
 
 def free_cores(window: float = START_WINDOW) -> tuple:
-    """(cores, other processes' cores) watched over `window` seconds while this process waits."""
+    """(cores this process may use, other processes' cores) watched over `window` seconds while this
+    process waits."""
     before = sample()
     time.sleep(window)
-    return os.cpu_count() or 1, others_cores(before, sample())
+    return CORES, others_cores(before, sample())
 
 
 def threads_for(cores: int, others: float | None) -> int:

@@ -241,11 +241,23 @@ def test_planted_figures_make_the_verdicts(tiny):
     assert "- precision (at eager): fp32 (fp32 +16.2% over bf16, beyond the runs' spread)" in text
 
 
+@pytest.mark.parametrize("files, cores", [
+    (["max 100000"], None), (["200000 100000"], 2.0), (["-1", "100000"], None), (["150000", "100000"], 1.5)])
+def test_a_cgroup_cpu_quota_is_read(tmp_path, monkeypatch, files, cores):
+    paths = [tmp_path / f"f{i}" for i in range(len(files))]
+    for path, text in zip(paths, files):
+        path.write_text(text + "\n")
+    monkeypatch.setattr(load, "CGROUP_QUOTAS", ((str(tmp_path / "absent"),), tuple(map(str, paths))))
+    assert load.cpu_quota() == cores
+    monkeypatch.setattr(load, "SHARED", True)  # a quota below the CPUs it may run on: others' use not judged
+    assert load.machine_busy() is None and load.others_cores(load.sample(), load.sample()) is None
+
+
 def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
     opts = SimpleNamespace(threads=0, workers=None)  # no --threads: the cores left free in the first 0.5 s
     chosen = run.choose_threads(opts)
     assert chosen["threads_from"] == "cores free at the start" and chosen["others_cores_start"] >= 0
-    assert opts.threads == opts.workers == chosen["threads"] == load.threads_for(os.cpu_count(),
+    assert opts.threads == opts.workers == chosen["threads"] == load.threads_for(load.CORES,
                                                                                  chosen["others_cores_start"])
     assert chosen["dali_threads"] == min(4, opts.threads) and chosen["torch_threads"] == opts.threads
     assert [load.threads_for(2, o) for o in (None, 0.0, 0.25, 0.3, 0.9, 1.9)] == [2, 2, 2, 1, 1, 1]
