@@ -7,7 +7,7 @@ from .options import Options
 from .plan import Plan, make
 from .study import connect, open_study, progress, shown_url, url_of
 from .summary import report
-from .worker import work
+from .worker import queue, work
 
 
 def run(options: Options, train_argv: list) -> dict:
@@ -26,6 +26,7 @@ def run(options: Options, train_argv: list) -> dict:
     if not workers:
         work(study, storage, plan, options.heartbeat)
     else:
+        queue(study, plan)  # before the workers start, so that they find the plan queued and never race
         codes = run_workers({"plan": plan.to_dict(), "url": url, "heartbeat": options.heartbeat}, workers)
         if not progress(study, plan).finished:
             raise RuntimeError(f"the workers exited (codes {codes}) before every trial had its result; "

@@ -56,9 +56,8 @@ def connect(url: str, heartbeat: int) -> RDBStorage:
 
 def open_study(plan: Plan, storage: RDBStorage) -> optuna.Study:
     """The sweep's study, created by the first worker to come; a second command under the same name
-    must sweep the same grid, seeds and options. Workers put the plan's points in its queue themselves;
-    the sampler only draws for a trial asked just after a peer emptied the queue (a duplicate point is
-    then given way by the trial that started later)."""
+    must sweep the same grid, seeds and options. Every trial is a point of the plan from the study's
+    queue (worker.queue); the sampler never chooses."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints a line per trial itself
     study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
@@ -77,13 +76,21 @@ def describe(definition: dict) -> str:
     return f"'{grid} --seeds {definition['seeds']} -- {fixed}'".replace("  ", " ")
 
 
+def point_of(plan: Plan, trial: optuna.trial.FrozenTrial):
+    """The plan's point a trial trains: its parameters, or those it was queued with (a queued trial
+    gets its parameters only when it runs); None for a trial asked a moment ago, before it chose."""
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    return plan.point(params) if set(plan.search_space()) <= params.keys() else None
+
+
 @dataclass
 class Progress:
     """Where each point of the plan stands, from every trial in the study."""
     done: dict = field(default_factory=dict)  # point name -> its COMPLETE trial (or FAIL with an error)
     busy: set = field(default_factory=set)     # point names a RUNNING or WAITING trial holds
-    interrupted: list = field(default_factory=list)  # FAILs without a recorded error, nothing else on the point
-    free: list = field(default_factory=list)   # Points no trial holds or finished, in the plan's order
+    interrupted: list = field(default_factory=list)  # last attempt of a point whose attempts all ended
+    #                                                  without a result (a signal, a crash, a duplicate's giving way)
+    free: list = field(default_factory=list)   # Points no trial has touched, in the plan's order
     waiting: int = 0
 
     @property
@@ -94,8 +101,9 @@ class Progress:
 def progress(study: optuna.Study, plan: Plan) -> Progress:
     trials = {}
     for t in study.get_trials(deepcopy=False):
-        if set(plan.search_space()) <= t.params.keys():  # a trial just asked has no parameters yet
-            trials.setdefault(plan.point(t.params).name, []).append(t)
+        point = point_of(plan, t)
+        if point is not None:
+            trials.setdefault(point.name, []).append(t)
     now = Progress(waiting=sum(t.state == TrialState.WAITING for ts in trials.values() for t in ts))
     for point in plan.points():
         mine = trials.get(point.name, [])
@@ -105,8 +113,8 @@ def progress(study: optuna.Study, plan: Plan) -> Progress:
             now.done[point.name] = min(final, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
         elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in mine):
             now.busy.add(point.name)
-        elif any(t.state == TrialState.FAIL for t in mine):
-            now.interrupted.append(max((t for t in mine if t.state == TrialState.FAIL), key=lambda t: t.number))
+        elif mine:
+            now.interrupted.append(max(mine, key=lambda t: t.number))
         else:
-            now.free.append(point)  # untouched, or only given way by duplicates (PRUNED)
+            now.free.append(point)
     return now

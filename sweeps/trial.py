@@ -8,12 +8,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from common.cli import UserError
+from common.cli import Stopped, UserError
 from nets import checkpoint
 from training import Result, fit
 
 from . import hparams
 from .plan import Plan, Point
+from .study import point_of
 
 
 def run(trial: optuna.Trial, plan: Plan, label: str = "") -> float:
@@ -21,15 +22,18 @@ def run(trial: optuna.Trial, plan: Plan, label: str = "") -> float:
     shown, and the sweep goes on; a signal stops the sweep (the run saved its step first)."""
     point = plan.point({k: trial.suggest_categorical(k, v) for k, v in plan.search_space().items()})
     trial.set_user_attr("run", point.name)
-    holder = other_holder(trial, plan, point)
-    if holder is not None:  # two workers drew the same point at once: the one that started first keeps it
-        raise optuna.TrialPruned(f"trial {holder} trains {point.name}")
+    other = duplicate_of(trial, plan, point)
+    if other is not None:  # a point queued twice: quietly give way (no training, no line)
+        raise optuna.TrialPruned(f"trial {other} has {point.name}")
     out = plan.dir / point.name
     last = out / "last.pt"
     say = f"{label}trial {trial.number} {point.label}:"
     print(f"{say} {resuming(last) if last.exists() else 'starts'} (log: {out / 'train.log'})", flush=True)
     try:
         result = train(plan.config(point, resume=str(last) if last.exists() else ""), out)
+    except Stopped as e:  # fit saved the step reached; the sweep, not train.py --resume, goes on from there
+        raise Stopped(f"{say} stopped by signal {e.code - 128}, its last.pt holding the step reached: run the "
+                      "same sweep command again to go on", e.code - 128) from None
     except UserError as e:
         trial.set_user_attr("error", str(e))
         print(f"{say} failed: {e}", flush=True)
@@ -43,14 +47,16 @@ def run(trial: optuna.Trial, plan: Plan, label: str = "") -> float:
     return metrics["val_acc"]
 
 
-def other_holder(trial: optuna.Trial, plan: Plan, point: Point) -> int | None:
-    """The number of another running trial of the same point that started before this one, if any
+def duplicate_of(trial: optuna.Trial, plan: Plan, point: Point) -> int | None:
+    """Another trial of the same point that has its result, or that runs and started before this one
     (start time, then number: one order every worker agrees on, so exactly one of them trains)."""
-    running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    mine = next(((t.datetime_start, t.number) for t in running if t.number == trial.number), (datetime.max, 0))
-    for t in running:
-        if ((t.datetime_start, t.number) < mine
-                and set(plan.search_space()) <= t.params.keys() and plan.point(t.params) == point):
+    trials = trial.study.get_trials(deepcopy=False)
+    mine = next(((t.datetime_start, t.number) for t in trials if t.number == trial.number), (datetime.max, 0))
+    for t in trials:
+        if t.number == trial.number or point_of(plan, t) != point:
+            continue
+        if (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "error" in t.user_attrs)
+                or (t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine)):
             return t.number
     return None
 

@@ -3,7 +3,6 @@ runs in every process on every machine; they share nothing but the study (and, f
 another machine, the run directories)."""
 import copy
 import math
-import random
 import threading
 import time
 from contextlib import contextmanager
@@ -15,38 +14,50 @@ from optuna.trial import TrialState
 
 from . import trial as trials
 from .plan import Plan
-from .study import progress, requeue
+from .study import Progress, progress, requeue
 
 POLL = 2  # seconds between looks at the study while peers hold the last trials
 
 
 def work(study: optuna.Study, storage: RDBStorage, plan: Plan, heartbeat: int, label: str = ""):
-    """Take a trial while one is free; while peers hold the last ones, wait and watch their heartbeats:
+    """Take a trial while one is queued; while peers hold the last ones, wait and watch their heartbeats:
     a trial whose heartbeat stops is queued again and taken here, resuming from its last.pt."""
     while True:
-        fail_stale_trials(study)  # a dead worker's trials -> FAIL, and a WAITING copy of each
-        now = progress(study, plan)
-        for stopped in now.interrupted:  # a signal or a crash, not a result: queue the point again
-            requeue(study, copy.deepcopy(stopped))  # (the callback edits the lists it copies)
+        now = queue(study, plan)
         if now.finished:
             return
-        if now.free and not (now.waiting or now.interrupted):
-            # The earliest seed first; a random one of its points, so that workers rarely draw the same.
-            first = [p for p in now.free if p.seed == now.free[0].seed]
-            study.enqueue_trial(plan.params(random.choice(first)))
         if now.free or now.waiting or now.interrupted:
             take(study, storage, plan, heartbeat, label)
         else:
             time.sleep(min(POLL, heartbeat))
 
 
+def queue(study: optuna.Study, plan: Plan) -> Progress:
+    """Queue what has to run, and say where the plan stands: a dead worker's trials are failed (a WAITING
+    copy of each comes with them), a trial stopped without a result (a signal, a crash) is queued again,
+    and the points no trial has touched are queued in the plan's order once the queue is empty (workers
+    starting together may queue a point twice: the copy that comes second gives way, see trial.run)."""
+    fail_stale_trials(study)
+    now = progress(study, plan)
+    for stopped in now.interrupted:
+        requeue(study, copy.deepcopy(stopped))  # (the callback edits the lists it copies)
+    if not now.waiting:
+        for point in now.free:
+            study.enqueue_trial(plan.params(point), skip_if_exists=True)
+    return now
+
+
 def take(study: optuna.Study, storage: RDBStorage, plan: Plan, heartbeat: int, label: str):
     """Ask for a trial (a queued one first), run it under a heartbeat, tell how it ended (a signal or a
     crash: FAIL, then raised)."""
     trial = study.ask()
+    trial_id = trial._trial_id  # no public id; Optuna's own loop uses this one too
+    if "fixed_params" not in storage.get_trial_system_attrs(trial_id):  # a peer took the last queued one
+        study.tell(trial, state=TrialState.PRUNED)
+        return
     state, value = TrialState.FAIL, None
     try:
-        with beating(storage, trial._trial_id, heartbeat):  # no public id; Optuna's own loop does the same
+        with beating(storage, trial_id, heartbeat):
             value = trials.run(trial, plan, label)
         state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL  # nan: a user error, kept
     except optuna.TrialPruned:
