@@ -82,7 +82,8 @@ def one(name: str, base: dict, device, batch, deadline, *, warmup: int, repeats:
         warmed_up = time.perf_counter() - started
     progress(stage(name), -1, repeats, None)
     runs = {stage(name): steps(step, itertools.repeat((x, y)), steps_per_run)}
-    timed = interleaved(runs, {stage(name): deadline}, warmup=0, repeats=repeats, sync=sync, progress=progress)
+    timed = interleaved(runs, {stage(name): deadline}, warmup=0, repeats=repeats, sync=sync,
+                        progress=progress)
     return dict(precision=precision, mode=mode, warmup_seconds=warmed_up,
                 gpu_peak_mb=(torch.cuda.max_memory_allocated() - resident) / 2**20 if gpu else None,
                 **timed[stage(name)])

@@ -36,7 +36,7 @@ def cpu_quota() -> float | None:
     return None
 
 
-CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+CPUS = sorted(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))
 QUOTA = cpu_quota()
 CORES = max(1, min(len(CPUS), round(QUOTA))) if QUOTA else len(CPUS)  # what this process may use
 SHARED = CORES < len(CPUS)  # a quota below the CPUs it runs on: others' use of them is not ours to judge

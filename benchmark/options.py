@@ -32,10 +32,10 @@ class Options:
     compile: bool = training("compile")
     seed: int = training("seed")
     images: int = option(0, f"images per pipeline pass (default: all on a GPU, {CPU_IMAGES:,} on a CPU)")
-    threads: int = option(0, "threads of each loader and of the training step: torch's intra-op threads, DALI's "
-                             "threads (at most 4) and, unless --workers, DataLoader workers (default: the cores "
-                             "other processes leave free, watched for 0.5 s at the start: more threads than free "
-                             "cores stall each other)")
+    threads: int = option(0, "threads of each loader and of the training step: torch's intra-op threads, "
+                             "DALI's threads (at most 4) and, unless --workers, DataLoader workers (default: "
+                             "the cores other processes leave free, watched for 0.5 s at the start: more "
+                             "threads than free cores stall each other)")
     workers: int | None = option(None, "DataLoader worker processes (default: --threads)", type=int)
     repeats: int = option(3, "timed runs of each stage (median, min, max)")
     warmup: int = option(1, "untimed runs of each pipeline, and untimed training steps before the "
@@ -46,12 +46,12 @@ class Options:
                                    "on a GPU, 2 on a CPU, where a step of 512 takes ~5 s)")
     model_steps: int = option(0, "training steps per model-stage or fast-path run (default: an epoch on a "
                                  "GPU, 1 on a CPU)")
-    fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say which "
-                                    "precision and compile mode it would choose (default: on a GPU; on a "
-                                    "CPU compiling ResNet18 takes about a minute per mode)")
+    fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say "
+                                    "which precision and compile mode it would choose (default: on a GPU; "
+                                    "on a CPU compiling ResNet18 takes about a minute per mode)")
     fast_path_variants: tuple = option(fastpaths.DEFAULT, "PRECISION:MODE pairs for --fast-paths (default "
-                                       + " ".join(fastpaths.DEFAULT) + "; modes: " + ", ".join(fastpaths.MODES)
-                                       + ")", nargs="+", type=fastpaths.variant)
+                                       + " ".join(fastpaths.DEFAULT) + "; modes: "
+                                       + ", ".join(fastpaths.MODES) + ")", nargs="+", type=fastpaths.variant)
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
                                   "(several minutes more on a CPU)")
     scaling_batches: tuple = option(SCALING_BATCHES, "batch sizes for --scaling (default "

@@ -18,7 +18,8 @@ COLOURS = {"dali": "tab:green", "torch_ops": "tab:blue", "dataloader": "tab:oran
 
 def draw(report: dict, path):
     fast, scaling = (report.get("fast_paths") or {}).get("variants"), report.get("scaling")
-    mosaic = [["loaders", "models"]] + [["fast", "fast"]] * bool(fast) + [["batch", "threads"]] * bool(scaling)
+    mosaic = [["loaders", "models"]] + [["fast", "fast"]] * bool(fast)
+    mosaic += [["batch", "threads"]] * bool(scaling)
     footer = reports.summary_lines(report)
     fig = Figure(figsize=(12, 4.3 * len(mosaic) + 0.2 * len(footer)), layout="constrained")
     axes = fig.subplot_mosaic(mosaic)
@@ -34,10 +35,12 @@ def draw(report: dict, path):
     if fast:
         base = next((k for k in fast if k == f"{c['precision']}:eager"), next(iter(fast)))
         bars(axes["fast"], {fastpaths.label(k): f for k, f in fast.items()}, ["tab:purple"] * len(fast),
-             "the training step alone, each fast path", notes=[fast_note(f, fast[base], base) for f in fast.values()])
+             "the training step alone, each fast path",
+             notes=[fast_note(f, fast[base], base) for f in fast.values()])
     if scaling:
         curves(axes["batch"], scaling["batch_size"], "batch size", log=True)
-        curves(axes["threads"], scaling["threads"], "threads (DALI threads, DataLoader workers, torch threads)")
+        curves(axes["threads"], scaling["threads"],
+               "threads (DALI threads, DataLoader workers, torch threads)")
     fig.supxlabel("\n".join(footer), fontsize=8, ha="left", x=0.01)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)

@@ -57,9 +57,9 @@ def judge(report: dict):
     each loader's tax; the defaults the run would choose; and a warning for each doubtful figure."""
     r, c = report["results"], report["config"]
     report["verdicts"] = dict(
-        comparisons={f"{kind}_dali_over_{peer}": verdict.compare(r[f"{kind}_dali"], r[f"{kind}_{peer}"],
-                                                                  plain(f"{kind}_dali"), plain(f"{kind}_{peer}"))
-                     for kind in ("pipeline", "e2e") for peer in ("torch_ops", "dataloader")},
+        comparisons={f"{kind}_dali_over_{peer}": verdict.compare(
+            r[f"{kind}_dali"], r[f"{kind}_{peer}"], plain(f"{kind}_dali"), plain(f"{kind}_{peer}"))
+            for kind in ("pipeline", "e2e") for peer in ("torch_ops", "dataloader")},
         taxes={k: verdict.tax(r[f"e2e_{k}"], r["model_only"], NAMES[k]) for k in NAMES})
     choices = dict(loader=verdict.choose({"dali": r["e2e_dali"], "torch": r["e2e_torch_ops"]}, "dali"))
     if report.get("fast_paths"):
@@ -83,9 +83,11 @@ def summary_lines(report: dict) -> list:
     """The verdicts in a few short lines (bench.png's): DALI against the torch-ops peer, impossible
     taxes, the choices."""
     comparisons = report["verdicts"]["comparisons"]
-    lines = [f"{where}: " + verdict.said(comparisons[f"{kind}_dali_over_torch_ops"], "DALI", "torch ops", why=False)
+    lines = [f"{where}: " + verdict.said(comparisons[f"{kind}_dali_over_torch_ops"], "DALI", "torch ops",
+                                         why=False)
              for kind, where in (("pipeline", "loader alone"), ("e2e", "end to end"))]
-    lines += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items() if t["impossible"]]
+    lines += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items()
+              if t["impossible"]]
     return lines + recommendation_lines(report["recommendation"], why=False).splitlines()[1:]
 
 
@@ -120,8 +122,8 @@ def tables(report: dict) -> str:
             f"{c['warmup']} warm-up + {c['repeats']} timed runs of >= {c['run_seconds']:g} s, interleaved; "
             f"model stages {c['model_repeats']} rounds of {c['model_steps']} steps"
             f"{' (an epoch)' if c['model_steps'] == d['images'] // c['batch_size'] else ''}\n"
-            f"threads {c['threads']} ({threads_from(c)}): torch {c['torch_threads']}, DALI {c['dali_threads']}, "
-            f"DataLoader workers {c['workers']}")
+            f"threads {c['threads']} ({threads_from(c)}): torch {c['torch_threads']}, "
+            f"DALI {c['dali_threads']}, DataLoader workers {c['workers']}")
     parts = [head, stage_table({LABELS[k]: res[k] for k in PIPELINES + MODELS if k in res})]
     if "verdicts" in report:
         parts += [ratio_table(report["verdicts"]), limit_table(report)]
@@ -190,8 +192,8 @@ def fast_path_table(report: dict) -> str:
 def recommendation_lines(choices: dict, why: bool = True) -> str:
     names = dict(loader="loader (train.py --loader, end to end)",
                  precision="precision", compile="compile mode")
-    lines = [verdict.choice_said(names[k] + (f" (at {c['measured_with']})" if "measured_with" in c else ""), c,
-                                 why) for k, c in choices.items()]
+    lines = [verdict.choice_said(names[k] + (f" (at {c['measured_with']})" if "measured_with" in c else ""),
+                                 c, why) for k, c in choices.items()]
     return ("defaults this run would choose (a recommendation: the project's defaults change only from "
             "figures measured on a GPU):\n" + "\n".join(f"- {line}" for line in lines))
 

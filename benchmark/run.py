@@ -102,7 +102,8 @@ def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape)
                     fast_path_variants=list(opts.fast_path_variants)),
         data=dict(source=source, synthetic=bool(opts.synthetic), images=n, available=available,
                   image_shape=list(shape)),
-        results={}, memory=dict(host_rss_peak_mb_after={}, gpu_max_allocated_mb=None, gpu_device_used_mb=None),
+        results={},
+        memory=dict(host_rss_peak_mb_after={}, gpu_max_allocated_mb=None, gpu_device_used_mb=None),
         fast_paths=None, scaling=None, failed=None, complete=False)
 
 

@@ -54,9 +54,10 @@ def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, seco
 
 def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repeats: int, steps_per_run: int,
            sync, progress) -> tuple:
-    """(results, training FLOPs per image, the model-alone batch): the model alone and fed by each loader, interleaved, after
-    `warmup` untimed steps they share (one model). FLOPs are counted on a few images of the batch, on
-    the uncompiled model: a conv net's FLOPs grow linearly with the batch, and a small one is quick."""
+    """(results, training FLOPs per image, the model-alone batch): the model alone and fed by each
+    loader, interleaved, after `warmup` untimed steps they share (one model). FLOPs are counted on a
+    few images of the batch, on the uncompiled model: a conv net's FLOPs grow linearly with the batch,
+    and a small one is quick."""
     streams = {name: forever(loader) for name, loader in loaders.items()}  # each stream's first batch drawn
     alone = repeat_first(streams["dali"])
     x, y = next(alone)

@@ -72,8 +72,8 @@ def tiny(tmp_path_factory):
         patch.setattr(load, "sample", busy_sample)
         patch.setattr(load, "MIN_WINDOW", 0.0)  # judge the tiny runs too
         patch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-        code = run_in_process(*TINY, "--threads", 1, "--scaling", "--scaling-batches", 4, 8, 16, "--fast-paths",
-                              "--fast-path-variants", *VARIANTS, "--json", out)
+        code = run_in_process(*TINY, "--threads", 1, "--scaling", "--scaling-batches", 4, 8, 16,
+                              "--fast-paths", "--fast-path-variants", *VARIANTS, "--json", out)
     assert code == 0, stderr.getvalue()[-2000:]
     return SimpleNamespace(report=json.loads(out.read_text()), stdout=stdout.getvalue(),
                            stderr=stderr.getvalue(), modes=modes, png=out.with_suffix(".png"))
@@ -92,7 +92,8 @@ def test_tiny_run_writes_every_figure(tiny):
     # One thread: on a busy shared machine two threads wait on each other (5x slower steps).
     assert (config["threads"], config["torch_threads"], config["dali_threads"]) == (1, 1, 1)
     assert config["threads_from"] == "--threads" and config["others_cores_start"] is None
-    assert report["complete"] is True and report["data"]["synthetic"] is True and "synthetic" in report["data"]["source"]
+    assert report["complete"] is True
+    assert report["data"]["synthetic"] is True and "synthetic" in report["data"]["source"]
     assert report["data"]["images"] == 8
     results = report["results"]
     assert set(results) == set(PIPELINES + MODELS)
@@ -106,8 +107,8 @@ def test_tiny_run_writes_every_figure(tiny):
         assert stderr.count(f"] {key} ") == (3 if key.startswith("pipeline") else 2) + (key == "model_only")
     check_ratios(report["ratios"], results)
     check_limits(report["limits"], results)
-    assert set(report["verdicts"]["comparisons"]) == {f"{kind}_dali_over_{peer}" for kind in ("pipeline", "e2e")
-                                                      for peer in ("torch_ops", "dataloader")}
+    assert set(report["verdicts"]["comparisons"]) == {
+        f"{kind}_dali_over_{peer}" for kind in ("pipeline", "e2e") for peer in ("torch_ops", "dataloader")}
     assert set(report["recommendation"]) == {"loader", "precision", "compile"}
     scaling = report["scaling"]  # JSON keys are strings; 16 > 8 images: no full batch, left out
     threads = sorted({1, 2, os.cpu_count()})
@@ -169,7 +170,8 @@ def test_a_busy_machine_marks_the_stage_unreliable_in_the_json_the_table_and_the
     assert row.rstrip(" |").endswith("NO")
     assert "UNRELIABLE" in next(line for line in stdout.splitlines() if line.startswith("| DALI / torch ops"))
     assert "warning: pipeline torch ops: unreliable: other processes used" in stdout
-    assert any(w.startswith("pipeline torch ops: unreliable: other processes used") for w in report["warnings"])
+    assert any(w.startswith("pipeline torch ops: unreliable: other processes used")
+               for w in report["warnings"])
     ax = Figure().subplots()  # the same marks in the picture: the bar hatched, the axis whole
     pipelines = {k: results[k] for k in PIPELINES}
     plot.bars(ax, pipelines, ["tab:green", "tab:blue", "tab:orange"], "each loader alone", log=True)
@@ -177,7 +179,8 @@ def test_a_busy_machine_marks_the_stage_unreliable_in_the_json_the_table_and_the
     assert [bar.get_hatch() == "//" for bar in ax.patches] == doubtful and doubtful[1]
     assert ["UNRELIABLE" in text.get_text() for text in ax.texts] == doubtful
     bottom, top = ax.get_ylim()
-    assert bottom <= min(f["min"] for f in pipelines.values()) and top >= max(f["max"] for f in pipelines.values())
+    assert bottom <= min(f["min"] for f in pipelines.values())
+    assert top >= max(f["max"] for f in pipelines.values())
     assert len([t for t in ax.get_yticks() if bottom <= t <= top]) >= 3  # 1, 2, 5 of each decade
 
 
@@ -187,7 +190,8 @@ def test_the_fast_paths_train_each_variant_and_say_what_they_would_choose(tiny):
     variants = report["fast_paths"]["variants"]
     assert list(variants) == VARIANTS and report["config"]["fast_path_variants"] == VARIANTS
     for name, f in variants.items():
-        assert f"{f['precision']}:{f['mode']}" == name and f["warmup_seconds"] > 0 and f["gpu_peak_mb"] is None
+        assert f"{f['precision']}:{f['mode']}" == name
+        assert f["warmup_seconds"] > 0 and f["gpu_peak_mb"] is None
         assert f["images_per_run"] == [8, 8] and f["min"] <= f["median"] <= f["max"]
         stage = "step_" + name.replace(":", "_")
         assert tiny.stderr.count(f"] {stage} ") == 3  # built and warmed up, then 2 timed runs
@@ -215,23 +219,25 @@ def test_planted_figures_make_the_verdicts(tiny):
         pipeline_dali=planted(100, 300, 320), pipeline_torch_ops=planted(50, 52, 55),
         pipeline_dataloader=planted(10, 11, 12), model_only=planted(10, 11, 12),
         e2e_dali=planted(30, 31, 33), e2e_torch_ops=planted(11, 12, 13), e2e_dataloader=planted(9, 10, 11.5))
-    report["fast_paths"]["variants"].update({name: {**planted(*rates), "gpu_peak_mb": None, "warmup_seconds": 1.0}
-                                             for name, rates in (("bf16:eager", (100, 105, 110)),
-                                                                 ("fp32:eager", (120, 122, 125)),
-                                                                 ("bf16:reduce-overhead", (105, 108, 115)))})
+    report["fast_paths"]["variants"].update(
+        {name: {**planted(*rates), "gpu_peak_mb": None, "warmup_seconds": 1.0}
+         for name, rates in (("bf16:eager", (100, 105, 110)), ("fp32:eager", (120, 122, 125)),
+                             ("bf16:reduce-overhead", (105, 108, 115)))})
     reports.judge(report)
     assert report["results"]["pipeline_dali"]["unreliable"] == ["its runs spread 3.2x (max / min)"]
     c, taxes = report["verdicts"]["comparisons"], report["verdicts"]["taxes"]
     assert not c["pipeline_dali_over_torch_ops"]["reliable"]  # DALI's spread
-    assert c["e2e_dali_over_torch_ops"]["beyond_spread"] and verdict.word(c["e2e_dali_over_torch_ops"]) == "faster"
+    assert c["e2e_dali_over_torch_ops"]["beyond_spread"]
+    assert verdict.word(c["e2e_dali_over_torch_ops"]) == "faster"
     assert verdict.word(c["e2e_dali_over_dataloader"]) == "faster"
     assert taxes["dali"]["impossible"] and taxes["dali"]["value"] == pytest.approx(1 - 31 / 11)
-    assert taxes["torch_ops"]["reliable"] and not taxes["torch_ops"]["impossible"]  # 12 vs 11: overlapping runs
+    assert taxes["torch_ops"]["reliable"] and not taxes["torch_ops"]["impossible"]  # 12 vs 11: runs overlap
     noise = verdict.tax(planted(100.5, 101, 101.5), planted(99, 99.5, 100), "DALI")  # apart, but within 3 %
     assert noise["value"] == pytest.approx(1 - 101 / 99.5) and noise["reliable"] and not noise["impossible"]
     choices = report["recommendation"]
     assert choices["loader"]["choice"] == "dali" and choices["loader"]["beyond_spread"]
-    assert choices["precision"]["choice"] == "fp32" and choices["precision"]["margin"] == pytest.approx(122 / 105 - 1)
+    assert choices["precision"]["choice"] == "fp32"
+    assert choices["precision"]["margin"] == pytest.approx(122 / 105 - 1)
     assert choices["compile"]["fastest"] == "reduce-overhead" and not choices["compile"]["beyond_spread"]
     assert choices["compile"]["choice"] == "eager"  # within the runs' spread: the default stays
     text = reports.tables(report)
@@ -266,8 +272,8 @@ def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
     assert load.others_cores(before, after) == pytest.approx(1.0)  # 3 busy seconds, 1 of them ours, in 2 s
     assert load.others_cores(before._replace(busy=None), after) is None
     mine = load.own_cpu()
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time\nwhile time.process_time() < 0.3: pass\n"
-                              "sys.stdin.read()"], stdin=subprocess.PIPE)
+    burn = "import sys, time\nwhile time.process_time() < 0.3: pass\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
     deadline = time.monotonic() + 120  # a bound for a hung child only
     while load.process_cpu(child.pid) < 0.25 and time.monotonic() < deadline:  # /proc counts 10 ms ticks
         time.sleep(0.05)
@@ -275,7 +281,8 @@ def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
     child.communicate(b"")
     assert load.own_cpu() - mine >= 0.25  # and still once it has ended and been reaped
     before = load.sample()
-    assert before.busy >= before.own - mine and load.others_cores(before, load.sample()) >= 0  # /proc/stat read
+    assert before.busy >= before.own - mine  # /proc/stat read: the machine's busy time includes ours
+    assert load.others_cores(before, load.sample()) >= 0
 
 
 def test_a_stage_past_its_deadline_fails_named_with_exit_1_and_the_partial_json(tmp_path, capsys):
