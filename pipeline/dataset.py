@@ -5,11 +5,15 @@ from typing import Callable
 
 import numpy as np
 
+from common.cli import UsageError
+
 from .cifar import load_cifar10
 from .folder import open_folder
 from .loader import eval_loader, train_loader
+from .tensor_loader import TensorLoader
 
 KINDS = ("cifar10", "imagefolder")
+LOADERS = ("dali", "torch")  # the training loader: DALI's pipeline, or pipeline.TensorLoader (CIFAR-10)
 
 
 @dataclass(frozen=True)
@@ -23,19 +27,28 @@ class Dataset:
     train_loader: Callable    # (items, labels, **pipeline.train_loader's keywords) -> loader
     eval_loader: Callable     # (items, labels, **pipeline.eval_loader's keywords) -> loader
     note: str = ""            # something the user should know about this data
+    bad_files: tuple = ()     # image files left out because they cannot be decoded (skip_bad_images)
 
 
-def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True) -> Dataset:
+def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True,
+                 skip_bad_images: bool = False, loader: str = "dali") -> Dataset:
+    """loader "torch" trains from pipeline.TensorLoader (same keywords; evaluation stays DALI's)."""
+    if loader not in LOADERS:
+        raise UsageError(f"--loader {loader!r}: choose from {', '.join(LOADERS)}")
+    if kind == "imagefolder" and loader == "torch":
+        raise UsageError("--loader torch trains on CIFAR-10 only (its uint8 images resident on the device); "
+                         "image folders are decoded by DALI: use --loader dali")
     if kind == "imagefolder":
-        f = open_folder(data_dir, image_size or None)
+        f = open_folder(data_dir, image_size or None, skip_bad_images=skip_bad_images)
         return Dataset((f.train_files, f.train_labels), (f.test_files, f.test_labels), f.classes,
                        f.mean, f.std, f.image_size, partial(train_loader, decode=f.decode),
-                       partial(eval_loader, decode=f.decode))
+                       partial(eval_loader, decode=f.decode), f.note, f.bad_files)
     c = load_cifar10(data_dir, download)
     note = "" if c.official else (f"{data_dir} does not match the published CIFAR-10 checksums; "
                                   "using it as given")
     return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes,
-                   c.mean, c.std, c.train_images.shape[1], train_loader, eval_loader, note)
+                   c.mean, c.std, c.train_images.shape[1], TensorLoader if loader == "torch" else train_loader,
+                   eval_loader, note)
 
 
 def subset(labels, n: int, seed: int) -> np.ndarray:

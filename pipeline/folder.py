@@ -1,10 +1,21 @@
-"""Your own images: ROOT/train/<class>/* and ROOT/test/<class>/* (JPEG, PNG), decoded by DALI.
+"""Your own images: ROOT/train/<class>/* and ROOT/test/<class>/* (JPEG, PNG, WebP, ...), decoded by DALI.
 
-open_folder() lists both splits and decodes every file once, before training, with DALI's CPU decoder:
-the decoder training uses, so a file that would stop a run midway is named up front (DALI is stricter
-than PIL: it refuses a PNG that lost its last bytes). The same pass measures the normalisation
-statistics (60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result is cached, keyed by every file's
-path, size and mtime, so a second run over an unchanged folder only lists the files (under 1 s).
+open_folder() lists both splits, reading only files with an image extension (IMAGE_EXTENSIONS; other
+files are skipped with a note, hidden ones silently), and decodes every file once, before training,
+with DALI's CPU decoder. A file that would stop a run midway is found up front (DALI is stricter than
+PIL: it refuses a PNG that lost its last bytes), every such file in the same pass: they are reported
+together, or left out with skip_bad_images. The same pass measures the normalisation statistics
+(60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result, broken files included, is cached, keyed by
+every image file's path, size and mtime, so a second run over an unchanged folder only lists the files.
+
+On a GPU, training decodes with DALI's "mixed" decoder instead, and the check still runs on the CPU:
+it runs before any GPU work and its cache entry serves both devices. What differs: JPEG and JPEG 2000
+are decoded by nvJPEG / nvJPEG2000 there, whose pixels may differ from libjpeg-turbo's by a few values
+(nvJPEG's default chroma upsampling is not libjpeg-turbo's "fancy" one), so the mean and std measured
+here are those of the CPU decode (far inside 1/255); the other formats are decoded on the CPU in both.
+The mixed decoder's last backend is this same CPU decoder (DALI 2.4 asks nvImageCodec for the hardware
+decoder, then the CUDA one, then the hybrid one, then the CPU one), which is why the files accepted here
+are taken as accepted there; tests/test_folder.py's gpu-marked test decodes the same files both ways.
 
 Training and evaluation then read the files' bytes through the same sources and pipelines as CIFAR-10
 (pipeline/dali.py, with decode): the same draws, one pipeline for every epoch, exact resume.
@@ -12,6 +23,8 @@ Training and evaluation then read the files' bytes through the same sources and 
 import hashlib
 import json
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +36,17 @@ from common.files import write_text
 from .cifar import DataError
 from .dali import Decode, decode
 
-INSPECT_BATCH = 256
-CACHE_VERSION = 1  # bump when what the inspection computes changes: old entries are then ignored
+# What DALI 2.4's fn.decoders.image decodes on the CPU (each tried, tests/test_folder.py); matched
+# case-insensitively. Not GIF, AVIF, ICO or TGA: DALI refuses them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2",
+                    ".j2k", ".pnm", ".ppm", ".pgm", ".pbm")
+# Files per run of the inspection. DALI 2.4's CPU decoder segfaults on a batch of 32 or more holding
+# one corrupt JPEG whose header parses; fuzzing (500 corrupted JPEG, PNG, WebP, BMP and TIFF files a
+# folder) crashed 4 of 6 folders at 256 and none of 22 at 16, which decodes CIFAR-10's JPEGs about as
+# fast. The header reader is safe at 256.
+HEADER_BATCH, DECODE_BATCH = 256, 16
+CACHE_VERSION = 2  # bump when what the inspection computes changes: old entries are then ignored
+SHOWN = 3          # paths a one-line message names before "and N more"
 
 
 @dataclass(frozen=True)
@@ -39,33 +61,54 @@ class FolderSet:
     resize: bool              # some image is another size (resizing one already that size is exact)
     mean: tuple               # of the training images at image_size, in [0, 1] units
     std: tuple
+    not_images: tuple = ()    # files skipped for their extension, relative to the root
+    bad_files: tuple = ()     # image files left out because they cannot be decoded (skip_bad_images)
 
     @property
     def decode(self) -> Decode:
         return Decode(self.image_size, self.resize)
 
+    @property
+    def note(self) -> str:
+        """What was skipped, in one line ("" if nothing was)."""
+        one = len(self.not_images) == 1
+        notes = [f"skipped {_count(len(self.not_images), 'file')} that {'is not an image' if one else 'are not images'}: "
+                 f"{_some(self.not_images)}"] if self.not_images else []
+        if self.bad_files:
+            notes.append(f"left out {_count(len(self.bad_files), 'image')} that cannot be decoded "
+                         f"(--skip-bad-images): {_some(self.bad_files)}")
+        return "; ".join(notes)
 
-def open_folder(root, image_size=None, cache_dir=None) -> FolderSet:
+
+def open_folder(root, image_size=None, cache_dir=None, skip_bad_images=False) -> FolderSet:
     """Scan and check ROOT/train and ROOT/test; image_size None means the training images' own size.
-    The statistics are cached under cache_dir (default: the user's cache, see _cache_dir)."""
+    Files that cannot be decoded raise DataError naming them all, or are left out (bad_files) with
+    skip_bad_images. The inspection is cached under cache_dir (default: the user's cache, see _cache_dir)."""
     root = Path(root)
-    classes, train = _scan(root / "train")
-    _, test = _scan(root / "test", classes)
-    cache = Path(cache_dir or _cache_dir()) / f"{_fingerprint(root, train, test, image_size)}.json"
-    facts = _read_cache(cache)
+    classes, train, not_images = _scan(root / "train")
+    _, test, more = _scan(root / "test", classes)
+    key = _fingerprint(root, train, test, image_size)
+    cache_dir = Path(cache_dir or _cache_dir())
+    facts = _read_cache(cache_dir / f"{key}.json")
     if facts is None:
-        facts = _inspect(train, test, image_size)
-        _write_cache(cache, facts)
+        facts = _inspect(root, train, test, image_size)
+        _write_cache(cache_dir / f"{key}.json", facts)
+    bad = [os.path.join(root, f) for f in facts["bad"]]
+    if bad and not skip_bad_images:
+        raise _broken(bad, cache_dir / f"{key}-bad-images.txt")
+    train, test = _without(train, bad, root / "train", classes), _without(test, bad, root / "test", classes)
+    prefix = len(os.path.join(root, ""))
     return FolderSet(
         train_files=np.array([f for f, _, _ in train]), train_labels=np.array([y for _, y, _ in train]),
         test_files=np.array([f for f, _, _ in test]), test_labels=np.array([y for _, y, _ in test]),
         classes=classes, image_size=facts["image_size"], resize=facts["resize"],
-        mean=tuple(facts["mean"]), std=tuple(facts["std"]))
+        mean=tuple(facts["mean"]), std=tuple(facts["std"]),
+        not_images=tuple(f[prefix:] for f in not_images + more), bad_files=tuple(bad))
 
 
 def _scan(split: Path, classes=None) -> tuple:
-    """(classes, [(path, label, (bytes, mtime_ns))]) of one split; classes None: its own folders.
-    Hidden entries (.DS_Store, .git) are skipped; class folders may nest subfolders."""
+    """(classes, [(path, label, (bytes, mtime_ns))], other files) of one split; classes None: its own
+    folders. Hidden entries (.DS_Store, .git) are skipped; class folders may nest subfolders."""
     if not split.is_dir():
         raise DataError(f"{split} is not a folder: an image folder holds train/<class>/ and "
                         "test/<class>/ subfolders of images")
@@ -73,16 +116,19 @@ def _scan(split: Path, classes=None) -> tuple:
     if not found:
         raise DataError(f"{split} has no class folders: put each class's images in {split}/<class>/")
     classes = tuple(found) if classes is None else classes
-    entries = []
+    entries, others = [], []
     for name in found:
         if name not in classes:
             raise DataError(f"{split / name}: class {name!r} has no folder in "
                             f"{split.parent / 'train'}, so the model cannot learn it")
         files = sorted(_files_under(split / name))
-        if not files:
-            raise DataError(f"{split / name} holds no images: add some or remove the folder")
-        entries += [(path, classes.index(name), stamp) for path, stamp in files]
-    return classes, entries
+        images = [(path, stamp) for path, stamp in files if path.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise DataError(f"{split / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}): add some "
+                            "or remove the folder")
+        entries += [(path, classes.index(name), stamp) for path, stamp in images]
+        others += [path for path, _ in files if not path.lower().endswith(IMAGE_EXTENSIONS)]
+    return classes, entries, others
 
 
 def _files_under(folder: Path):
@@ -96,8 +142,8 @@ def _files_under(folder: Path):
 
 
 def _fingerprint(root: Path, train: list, test: list, image_size) -> str:
-    """Changes when any file is added, removed, renamed, relabelled or rewritten, or the size asked for
-    does; paths are taken relative to root, so a moved folder keeps its cache entry."""
+    """Changes when any image file is added, removed, renamed, relabelled or rewritten, or the size
+    asked for does; paths are taken relative to root, so a moved folder keeps its cache entry."""
     prefix = len(os.path.join(root, ""))  # the scan's paths all start with root/
     listing = [[f[prefix:], y, stamp] for f, y, stamp in train + test]
     text = json.dumps([CACHE_VERSION, image_size, len(train), listing])
@@ -126,21 +172,40 @@ def _write_cache(path: Path, facts: dict):
         pass
 
 
-def _inspect(train: list, test: list, image_size) -> dict:
-    """Read and decode every file: the target size, whether to resize, the training mean and std."""
-    train_files, test_files = [f for f, _, _ in train], [f for f, _, _ in test]
-    # Headers first: DALI 2.4's decoder can crash the process on a batch holding a file it cannot
-    # parse (text named .jpg, a JPEG cut inside its header), while its header reader fails cleanly.
-    (train_hw,) = _run_all(_header_pipeline, train_files)
-    (test_hw,) = _run_all(_header_pipeline, test_files)
-    image_size = image_size or _own_size(train_files, train_hw)
-    resize = bool((np.concatenate([train_hw, test_hw]) != image_size).any())
-    sums, squares = _run_all(_stats_pipeline, train_files, image_size=image_size, resize=resize)
-    _run_all(_stats_pipeline, test_files, image_size=image_size, resize=resize)  # only: do they decode
-    pixels = len(train_files) * image_size ** 2
-    mean = sums.sum(0, dtype=np.float64) / pixels / 255
-    std = np.sqrt(squares.sum(0, dtype=np.float64) / pixels / 255 ** 2 - mean ** 2)
-    return dict(image_size=image_size, resize=resize, mean=mean.tolist(), std=std.tolist())
+def _inspect(root: Path, train: list, test: list, image_size) -> dict:
+    """Read and decode every file once, with DALI's native log kept off the terminal: the broken files
+    (relative to root), the target size, whether to resize, and the training images' mean and std."""
+    is_train = dict.fromkeys((f for f, _, _ in train), True) | dict.fromkeys((f for f, _, _ in test), False)
+    with _native_log_dropped():
+        facts, bad = _measure(is_train, image_size)
+    prefix = len(os.path.join(root, ""))
+    return dict(facts, bad=[f[prefix:] for f in is_train if f in bad])
+
+
+def _measure(is_train: dict, image_size) -> tuple:
+    """(facts, the set of files that cannot be decoded); facts' mean and std are those of the training
+    files that decode, None if none does (open_folder then refuses the folder)."""
+    files = list(is_train)
+    # Headers first: DALI 2.4's decoder can kill the process (SIGSEGV) on a batch holding a file it
+    # cannot parse (empty, text named .jpg, a JPEG cut inside its header), while its header reader
+    # fails cleanly. Only files whose headers parse are decoded.
+    outputs, bad = _run_all(_header_pipeline, files, HEADER_BATCH)
+    parsed = [f for f in files if f not in bad]
+    hw = outputs[0] if outputs else np.zeros((0, 2), int)
+    train_hw = hw[[is_train[f] for f in parsed]]
+    if not len(train_hw):
+        return dict(image_size=image_size, resize=False, mean=None, std=None), bad
+    image_size = image_size or _own_size([f for f in parsed if is_train[f]], train_hw)
+    resize = bool((hw != image_size).any())
+    outputs, undecoded = _run_all(_stats_pipeline, parsed, DECODE_BATCH, image_size=image_size,
+                                  resize=resize)
+    rows = [is_train[f] for f in parsed if f not in undecoded]
+    sums, squares = (o[rows] for o in outputs) if outputs else (np.zeros((0, 3)),) * 2
+    pixels = len(sums) * image_size ** 2
+    mean = sums.sum(0, dtype=np.float64) / max(pixels, 1) / 255
+    std = np.sqrt(squares.sum(0, dtype=np.float64) / max(pixels, 1) / 255 ** 2 - mean ** 2)
+    moments = dict(mean=mean.tolist(), std=std.tolist()) if pixels else dict(mean=None, std=None)
+    return dict(image_size=image_size, resize=resize, **moments), bad | undecoded
 
 
 def _own_size(files: list, hw: np.ndarray) -> int:
@@ -150,37 +215,107 @@ def _own_size(files: list, hw: np.ndarray) -> int:
     if len(odd) or hw[0, 0] != hw[0, 1]:
         other = f", {files[odd[0]]} is {hw[odd[0], 1]}x{hw[odd[0], 0]}" if len(odd) else ""
         raise DataError(f"training images must share one square size unless an image size is given "
-                        f"({files[0]} is {hw[0, 1]}x{hw[0, 0]}{other}): choose one to resize them to")
+                        f"({files[0]} is {hw[0, 1]}x{hw[0, 0]}{other}): choose one to resize them to "
+                        "(--image-size)")
     return int(hw[0, 0])
 
 
-def _run_all(pipeline_fn, files: list, **graph) -> list:
-    """Each output of pipeline_fn over files, one row per file, run on the CPU; a file it fails on
-    raises DataError naming it."""
-    pipe = pipeline_fn(files=files, **graph, batch_size=INSPECT_BATCH,
-                       num_threads=os.cpu_count() or 1, device_id=None)
-    batches = []
-    for start in range(0, len(files), INSPECT_BATCH):
+def _run_all(pipeline_fn, files: list, batch_size: int, **graph) -> tuple:
+    """(each output of pipeline_fn, one row per file it runs on, in order; the set of files it fails
+    on), run on the CPU in batches. A failed run kills the pipeline without saying which sample failed:
+    that batch is searched by halves, and the rest goes on in a new pipeline."""
+    parts, bad, pipe = [], set(), None
+    for start in range(0, len(files), batch_size):
+        batch = files[start:start + batch_size]
+        if pipe is None:
+            pipe = _pipeline(pipeline_fn, files[start:], graph, batch_size)
         try:
-            batches.append([out.as_array()[:len(files) - start] for out in pipe.run()])
-        except RuntimeError:  # DALI does not say which sample failed, and the pipeline is now dead
-            bad = _first_failing(pipeline_fn, files[start:], graph)
-            if bad is None:  # no file fails alone: not the data's fault
-                raise
-            raise DataError(f"{bad} cannot be read or decoded as an image (truncated, corrupt or "
-                            "not an image file): replace or remove it") from None
-    return [np.concatenate(rows) for rows in zip(*batches)]
-
-
-def _first_failing(pipeline_fn, files: list, graph: dict):
-    """The first of files that pipeline_fn fails on alone, one file per run; None if none does."""
-    pipe = pipeline_fn(files=files, **graph, batch_size=1, num_threads=1, device_id=None)
-    for path in files:
-        try:
-            pipe.run()
+            parts.append(_rows(pipe.run(), len(batch)))
         except RuntimeError:
-            return path
-    return None
+            pipe = None
+            found, failing = _search(pipeline_fn, batch, graph)
+            if not failing:  # no file fails alone: not the data's fault
+                raise
+            parts, bad = parts + found, bad | set(failing)
+    return [np.concatenate(rows) for rows in zip(*parts)], bad
+
+
+def _search(pipeline_fn, files: list, graph: dict) -> tuple:
+    """Files that failed together: (the rows of those that run, the list of those that fail alone)."""
+    if len(files) == 1:
+        return [], files
+    parts, failing = [], []
+    for half in (files[:len(files) // 2], files[len(files) // 2:]):
+        try:
+            parts.append(_rows(_pipeline(pipeline_fn, half, graph, len(half)).run(), len(half)))
+        except RuntimeError:
+            found, more = _search(pipeline_fn, half, graph)
+            parts, failing = parts + found, failing + more
+    return parts, failing
+
+
+def _pipeline(pipeline_fn, files: list, graph: dict, batch_size: int):
+    return pipeline_fn(files=files, **graph, batch_size=batch_size, num_threads=os.cpu_count() or 1,
+                       device_id=None)
+
+
+def _rows(outputs, n: int) -> list:
+    return [out.as_array()[:n] for out in outputs]  # the reader pads the last batch
+
+
+@contextmanager
+def _native_log_dropped():
+    """DALI's C++ side (nvImageCodec, libjpeg-turbo, libpng) writes to file descriptor 2 itself, dozens
+    of lines per broken file, which Python's sys.stderr never sees: point the descriptor at /dev/null
+    meanwhile. open_folder's one line says what they would have. The pipelines must be gone before
+    it is restored (each is dropped by the function that made it), or their prefetching would write."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _broken(bad: list, listing: Path) -> DataError:
+    """One line: the file, or how many, the first few and where they are all listed (a file outside
+    the image folder), and the fix."""
+    fix = "pass --skip-bad-images to train without"
+    if len(bad) == 1:
+        return DataError(f"{bad[0]} cannot be read or decoded as an image (truncated, corrupt or not an "
+                         f"image file): replace or remove it, or {fix} it")
+    try:
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        write_text(listing, "".join(f"{os.path.abspath(f)}\n" for f in bad))
+        where = f" (all listed in {listing})"
+    except OSError:  # the first few are still named
+        where = ""
+    return DataError(f"{len(bad)} files cannot be read or decoded as images (truncated, corrupt or not "
+                     f"image files): {_some(bad)}{where}: replace or remove them, or {fix} them")
+
+
+def _without(entries: list, bad: list, split: Path, classes: tuple) -> list:
+    """entries less the broken files; a class folder left with no image is refused."""
+    bad = set(bad)
+    kept = [e for e in entries if e[0] not in bad]
+    emptied = sorted({y for _, y, _ in entries} - {y for _, y, _ in kept})
+    if emptied:
+        raise DataError(f"{split / classes[emptied[0]]} holds no image that can be decoded: add some or "
+                        "remove the folder")
+    return kept
+
+
+def _some(paths) -> str:
+    """The first few of paths, and how many more."""
+    more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
+    return ", ".join(paths[:SHOWN]) + more
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @pipeline_def
