@@ -175,3 +175,23 @@ def test_a_second_command_under_the_same_name_must_sweep_the_same_grid(data_dir,
     line = fails(sweep.main, ["--name", "same", "--out", out, "--grid", "lr=0.02", "--seeds", "1", "--",
                               "--data-dir", data_dir, *TINY], capsys)
     assert line.startswith("error: sweep same in sqlite:///") and "was started as '--grid lr=0.01 --seeds 1" in line
+
+
+def test_a_run_directory_another_process_holds_is_not_trained_twice(data_dir, tmp_path):
+    """The double take: a trial whose run directory is locked by a live process (the run-directory lock,
+    common/lock.py) fails with the holder's PID and trains nothing there."""
+    pytest.importorskip("common.lock", reason="common/lock.py (the run-directory lock) has not landed yet")
+    out = tmp_path / "held"
+    run = out / "seed=0"
+    run.mkdir(parents=True)
+    hold = "import sys\nfrom common import lock\nwith lock.hold(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        run_sweep("--name", "held", "--out", out, "--seeds", "1", "--", "--data-dir", data_dir, *TINY)
+    finally:
+        holder.communicate("", timeout=SUBPROCESS_LIMIT)  # stdin closed: the holder lets go and exits
+    [attempt] = trials(out)
+    assert attempt.state == optuna.trial.TrialState.FAIL and str(holder.pid) in attempt.user_attrs["error"]
+    assert not (run / "last.pt").exists() and describe_lines(run) == []
