@@ -21,8 +21,8 @@ from sweeps import plan as plans, study as studies, summary
 from tests.conftest import ROOT, SUBPROCESS_LIMIT, fails
 
 # One step of 16 images an epoch, 8 validation and 8 test images, fp32: a trial takes a few seconds.
-TINY = ["--device", "cpu", "--precision", "fp32", "--epochs", "1", "--batch-size", "16", "--limit-train", "16", "--limit-test",
-        "8", "--val-split", "0.016", "--scheduler", "none", "--no-tta", "--ema", "0"]
+TINY = ["--device", "cpu", "--precision", "fp32", "--epochs", "1", "--batch-size", "16", "--limit-train", "16",
+        "--limit-test", "8", "--val-split", "0.016", "--scheduler", "none", "--no-tta", "--ema", "0"]
 GRID = ["--grid", "lr=0.01,0.02", "--seeds", "2"]  # 4 trials
 HEARTBEAT = ["--heartbeat", "1"]  # a killed worker's trial is stale after 2 s
 # sweeps.study silences Optuna's notes on its experimental heartbeat for users; pytest shows them again.
@@ -68,7 +68,8 @@ def check_grid_ran_once(out, url, stdout):
         assert row["val_acc"]["high"] - row["val_acc"]["mean"] == pytest.approx(half)
     assert (out / "summary.csv").read_text().splitlines()[0].startswith("lr,n,failed,val_acc_mean,val_acc_low")
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    assert "chosen on validation accuracy" in stdout and "test accuracy is reported beside it and never chooses" in stdout
+    assert "chosen on validation accuracy" in stdout
+    assert "test accuracy is reported beside it and never chooses" in stdout
 
 
 def hparams_of(run) -> dict:
@@ -184,7 +185,8 @@ def test_a_run_directory_another_process_holds_is_not_trained_twice(data_dir, tm
     out = tmp_path / "held"
     run = out / "seed=0"
     run.mkdir(parents=True)
-    hold = "import sys\nfrom common import lock\nwith lock.hold(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()"
+    hold = ("import sys\nfrom common import lock\nwith lock.hold(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], cwd=ROOT, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
