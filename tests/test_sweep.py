@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import sweep
+from common.cli import UsageError
 from nets import checkpoint
 from sweeps import plan as plans, study as studies, summary
 from tests.conftest import ROOT, SUBPROCESS_LIMIT, fails
@@ -197,3 +198,20 @@ def test_a_run_directory_another_process_holds_is_not_trained_twice(data_dir, tm
     [attempt] = trials(out)
     assert attempt.state == optuna.trial.TrialState.FAIL and str(holder.pid) in attempt.user_attrs["error"]
     assert not (run / "last.pt").exists() and describe_lines(run) == []
+
+
+def test_workers_are_pinned_one_per_gpu_and_share_the_cores(monkeypatch):
+    from sweeps import launch
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(launch.torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")  # the GPUs this machine lends the sweep
+    workers = launch.environments(2, "auto")
+    assert [(label, env["CUDA_VISIBLE_DEVICES"]) for label, env in workers] == [("[gpu 2] ", "2"), ("[gpu 5] ", "5")]
+    with pytest.raises(UsageError, match=r"^--workers 3: 2 GPU\(s\) visible and a worker takes one"):
+        launch.environments(3, "auto")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in launch.environments(4, "cuda")] == ["0", "1", "2", "3"]
+    on_cpu = launch.environments(2, "cpu")  # --device cpu: no GPU pinned, the cores split between them
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    expected = [("[worker 0] ", threads, False), ("[worker 1] ", threads, False)]
+    assert [(label, env["OMP_NUM_THREADS"], "CUDA_VISIBLE_DEVICES" in env) for label, env in on_cpu] == expected
