@@ -14,6 +14,8 @@ from tests.conftest import ROOT
 NOTEBOOK = ROOT / "notebooks" / "course.ipynb"
 # 1 epoch of 3 steps (OneCycle's fewest), 20 test images (over 10 mistakes), the range test's fewest steps.
 BUDGET = dict(epochs=1, batch_size=8, limit_train=24, limit_test=20, find_lr_steps=10, device="cpu")
+PICTURES = ("lr_test.figure()", "explanation.curves()", "explanation.misclassified(n=10)",
+            'explanation.gradcam(n=10, layer="layer3")')
 SECOND_FIT = "fit(config)"  # appended: the run directory now holds a run
 CELL_TIMEOUT = 600  # seconds: only a hung cell gets near it, however busy the machine
 FINAL_LINE = re.compile(r"^done: final test acc \d+\.\d\d% \(raw weights, flip TTA\), \d+\.\d\d% \(EMA weights, "
@@ -97,8 +99,7 @@ def test_every_cell_runs_and_a_second_fit_refuses_with_the_one_line_message(exec
 
 def test_range_test_curves_gallery_and_gradcam_are_pictures(executed):
     nb, _ = executed
-    for code in ("lr_test.figure()", "explanation.curves()", "explanation.misclassified(n=10)",
-                 'explanation.gradcam(n=10, layer="layer3")'):
+    for code in PICTURES:
         assert has_png(cell_running(nb, code)), code
     assert text_of(cell_running(nb, "find_lr(config)")).startswith("LR range test: no usable LR: 10 steps")
 
@@ -129,6 +130,21 @@ def test_the_committed_notebook_keeps_the_course_budget_in_its_parameters():
         values[statement.targets[0].id] = statement.value.value
     assert values["epochs"] == 20 and values["limit_train"] == 0 and values["device"] == "auto"
     assert set(BUDGET) | {"data_dir", "run_dir"} <= set(values)
+
+
+def test_the_committed_notebook_shows_its_run_and_states_the_accuracy_it_printed():
+    nb = read()
+    assert all(has_png(cell_running(nb, code)) for code in PICTURES)
+    final = text_of(cell_running(nb, "print(result.summary)"))
+    raw, ema = re.search(r"final test acc (\d+\.\d\d)% \(raw weights.*?, (\d+\.\d\d)% \(EMA weights", final).groups()
+    assert f"{raw} % (raw weights) and {ema} % (EMA weights)" in nb.cells[0].source
+
+
+def test_every_step_follows_a_markdown_line_saying_what_it_shows():
+    cells = read().cells
+    steps = [i for i, c in enumerate(cells) if c.cell_type == "code"
+             and "injected-parameters" not in c.metadata.get("tags", [])]  # it follows the parameters
+    assert [cells[i - 1].cell_type for i in steps] == ["markdown"] * len(steps)
 
 
 def test_no_cell_defines_a_function_or_a_class_and_after_the_set_up_only_imports_values_and_calls():
