@@ -9,6 +9,7 @@ follows starts exactly as it would with the same LR given by hand.
 """
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -118,7 +119,8 @@ def find_lr(cfg: Config) -> RangeTest:
     refuse_ranks(process)
     with claim(cfg, process, new_run=False):
         result = search(prepare(cfg, process))
-        result.figure().savefig(f"{cfg.out}/lr_find.png")
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        result.figure().savefig(Path(cfg.out) / "lr_find.png")
         print(f"{result.line()} (plot: {cfg.out}/lr_find.png)", flush=True)
     return result
 
