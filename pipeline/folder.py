@@ -8,14 +8,14 @@ together, or left out with skip_bad_images. The same pass measures the normalisa
 (60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result, broken files included, is cached, keyed by
 every image file's path, size and mtime, so a second run over an unchanged folder only lists the files.
 
-On a GPU, training decodes with DALI's "mixed" decoder instead, and the check still runs on the CPU:
-it runs before any GPU work and its cache entry serves both devices. What differs: JPEG and JPEG 2000
-are decoded by nvJPEG / nvJPEG2000 there, whose pixels may differ from libjpeg-turbo's by a few values
-(nvJPEG's default chroma upsampling is not libjpeg-turbo's "fancy" one), so the mean and std measured
-here are those of the CPU decode (far inside 1/255); the other formats are decoded on the CPU in both.
-The mixed decoder's last backend is this same CPU decoder (DALI 2.4 asks nvImageCodec for the hardware
-decoder, then the CUDA one, then the hybrid one, then the CPU one), which is why the files accepted here
-are taken as accepted there; tests/test_folder.py's gpu-marked test decodes the same files both ways.
+On a GPU, training decodes with DALI's "mixed" decoder while this check decodes on the CPU, on
+purpose: it runs before any GPU work, needs no GPU to run or to test, and one cache entry serves both
+devices. What differs: JPEG and JPEG 2000 are decoded by nvJPEG / nvJPEG2000 there (other formats on
+the CPU in both), whose pixels may differ from libjpeg-turbo's by a few values (nvJPEG's default
+chroma upsampling is not libjpeg-turbo's "fancy" one), so the mean and std are the CPU decode's; and a
+file is accepted here by the CPU decoder, which is the last of the backends the mixed decoder is given
+(DALI 2.4 hands nvImageCodec the hardware decoder, then CUDA, hybrid and CPU). The gpu-marked test in
+tests/test_folder.py decodes the same files both ways.
 
 Training and evaluation then read the files' bytes through the same sources and pipelines as CIFAR-10
 (pipeline/dali.py, with decode): the same draws, one pipeline for every epoch, exact resume.
@@ -71,9 +71,11 @@ class FolderSet:
     @property
     def note(self) -> str:
         """What was skipped, in one line ("" if nothing was)."""
-        one = len(self.not_images) == 1
-        notes = [f"skipped {_count(len(self.not_images), 'file')} that {'is not an image' if one else 'are not images'}: "
-                 f"{_some(self.not_images)}"] if self.not_images else []
+        notes = []
+        if self.not_images:
+            n = len(self.not_images)
+            what = "is not an image" if n == 1 else "are not images"
+            notes.append(f"skipped {_count(n, 'file')} that {what}: {_some(self.not_images)}")
         if self.bad_files:
             notes.append(f"left out {_count(len(self.bad_files), 'image')} that cannot be decoded "
                          f"(--skip-bad-images): {_some(self.bad_files)}")

@@ -19,7 +19,7 @@ from nets import checkpoint
 from pipeline import DataError, eval_loader, open_dataset, open_folder, train_loader
 from pipeline import folder as folder_module
 from pipeline.dali import PAD
-from tests.conftest import ARCHIVE, CLASSES, fails, need_archive
+from tests.conftest import ARCHIVE, CLASSES, need_archive
 from tests.test_pipeline import crop_flip_cutout, images_of, raw_with_cutout
 
 PER_CLASS = {"train": 20, "test": 10}
@@ -150,7 +150,8 @@ def test_every_image_format_and_file_name_is_read(tmp_path):
     images = {f"rgb{ext}": Image.fromarray(rgb) for ext in folder_module.IMAGE_EXTENSIONS}
     images |= {"UPPER.JPG": Image.fromarray(rgb), "Mixed.Png": Image.fromarray(rgb),
                "grey.png": Image.fromarray(rgb[..., 0]), "grey.jpg": Image.fromarray(rgb[..., 0]),
-               "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"), "palette.png": Image.fromarray(rgb).convert("P"),
+               "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+               "palette.png": Image.fromarray(rgb).convert("P"),
                "rgba.png": Image.fromarray(np.dstack([rgb, rgb[..., :1]])),
                "sixteen bit.png": Image.fromarray(rgb[..., 1].astype(np.uint16) * 257 + 100),
                "café 猫 ñ.webp": Image.fromarray(rgb)}
@@ -168,7 +169,7 @@ def test_every_image_format_and_file_name_is_read(tmp_path):
     x, _, _ = images_of(eval_loader(data.train_files, data.train_labels, decode=data.decode, **kw))
     for f, got in zip(data.train_files, (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)):
         image = Image.open(f)  # PIL's decode (libjpeg-turbo too), but 16 bits are rounded as DALI does
-        want = (np.round(np.asarray(image) / 257).astype(np.uint8)[..., None].repeat(3, -1) if image.mode == "I;16"
+        want = (np.round(np.asarray(image) / 257)[..., None].repeat(3, -1) if image.mode == "I;16"
                 else np.asarray(image.convert("RGB")))
         assert np.abs(got.numpy().astype(int) - want).max() <= 1, f
 
@@ -180,7 +181,8 @@ def test_other_sizes_are_resized(tmp_path):
             for i in range(3):
                 write_png(tmp_path / "data" / split / cls / f"{i}.png", np.full((48, 48, 3), colour))
     write_png(tmp_path / "data" / "train" / "red" / "3.png", np.full((32, 32, 3), colours["red"]))
-    with pytest.raises(DataError, match=r"must share one square size.*48x48.*: choose one to resize them to \(--image-size\)$"):
+    with pytest.raises(DataError, match=r"must share one square size.*48x48.*: choose one to resize them "
+                                        r"to \(--image-size\)$"):
         open_(tmp_path / "data", tmp_path)
     data = open_(tmp_path / "data", tmp_path, image_size=32)
     assert (data.image_size, data.resize) == (32, True)
@@ -283,34 +285,38 @@ def test_every_broken_file_is_reported_at_once_and_remembered(tmp_path, monkeypa
     # Small batches: the broken files fall in several batches, some two to a batch.
     monkeypatch.setattr(folder_module, "HEADER_BATCH", 4)
     monkeypatch.setattr(folder_module, "DECODE_BATCH", 4)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     root = small_folder(tmp_path / "data")
     bad = break_some(root)
     listing = sorted(root.rglob("*"))
     with pytest.raises(DataError) as error:
-        open_(root, tmp_path)
+        open_folder(root)
     first = ", ".join(map(re.escape, bad[:3]))
     found = re.fullmatch(f"5 files cannot be read or decoded as images \\(truncated, corrupt or not image "
                          f"files\\): {first} and 2 more \\(all listed in (.+)\\): replace or remove them, "
                          "or pass --skip-bad-images to train without them", str(error.value))
     assert found, str(error.value)
-    assert Path(found[1]).parent == tmp_path / "cache"  # the cache, never the image folder
+    assert Path(found[1]).parent == tmp_path / "xdg" / "cifar-dali" / "folders"  # never the image folder
     assert Path(found[1]).read_text().splitlines() == bad and sorted(root.rglob("*")) == listing
     # What the inspection found is cached: neither the error again nor the run without them decodes.
     built = count_pipelines(monkeypatch)
     with pytest.raises(DataError, match="^5 files cannot"):
-        open_(root, tmp_path)
-    data = open_folder(root, cache_dir=tmp_path / "cache", skip_bad_images=True)
+        open_dataset("imagefolder", root)
+    data = open_dataset("imagefolder", root, skip_bad_images=True)
     assert not built
-    assert data.bad_files == tuple(bad) and not set(bad) & (set(data.train_files) | set(data.test_files))
-    assert (len(data.train_files), len(data.test_files)) == (12 - 4, 4 - 1)
-    assert data.note == f"left out 5 images that cannot be decoded (--skip-bad-images): {', '.join(bad[:3])} and 2 more"
-    x = decoded(data.train_files).double() / 255  # the statistics are the remaining images'
+    (train_files, _), (test_files, _) = data.train, data.test
+    assert data.bad_files == tuple(bad) and not set(bad) & (set(train_files) | set(test_files))
+    assert (len(train_files), len(test_files)) == (12 - 4, 4 - 1)
+    assert data.note == ("left out 5 images that cannot be decoded (--skip-bad-images): "
+                         f"{', '.join(bad[:3])} and 2 more")
+    x = decoded(train_files).double() / 255  # the statistics are the remaining images'
     torch.testing.assert_close(torch.tensor(data.mean), x.mean((0, 1, 2)).float(), atol=1e-5, rtol=0)
     # A class left with no image that decodes is refused, skipping or not.
     for f in (root / "train" / "b").iterdir():
         f.write_bytes(b"")
-    with pytest.raises(DataError, match=f"^{re.escape(str(root / 'train' / 'b'))} holds no image that can be decoded"):
-        open_folder(root, cache_dir=tmp_path / "cache", skip_bad_images=True)
+    emptied = re.escape(str(root / "train" / "b"))
+    with pytest.raises(DataError, match=f"^{emptied} holds no image that can be decoded"):
+        open_folder(root, skip_bad_images=True)
 
 
 def test_one_broken_file_is_named_alone(tmp_path):
