@@ -21,8 +21,9 @@ def run(options: Options, train_argv: list) -> dict:
         plan.dir.mkdir(parents=True, exist_ok=True)
     storage = connect(url, options.heartbeat)
     study = open_study(plan, storage)
-    print(f"sweep {plan.name}: {len(plan.settings())} setting(s) x {plan.seeds} seed(s) = {len(plan.points())} "
-          f"trials, run directories in {plan.dir}, study in {shown_url(url)}", flush=True)
+    n = len(plan.points())
+    print(f"sweep {plan.name}: {len(plan.settings())} setting(s) x {plan.seeds} seed(s) = {n} trial{'s' * (n != 1)}, "
+          f"run directories in {plan.dir}, study in {shown_url(url)}", flush=True)
     if not workers:
         work(study, storage, plan, options.heartbeat)
     else:

@@ -63,7 +63,8 @@ def duplicate_of(trial: optuna.Trial, plan: Plan, point: Point) -> int | None:
 
 def resuming(last: Path) -> str:
     state = checkpoint.load(last)
-    into = f", {state['step']} steps into the next" if state["step"] else ""
+    step = state["step"]
+    into = f", {step} step{'s' * (step != 1)} into the next" if step else ""
     return f"resumes from its last.pt ({state['epoch']} of {state['config']['epochs']} epochs done{into})"
 
 
