@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,27 @@ def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path, monkeypatch)
         viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu"])
         summary = json.loads((run / "viz" / "summary.json").read_text())
         assert summary["test_images"] == n_test and (run / "viz" / "gradcam.png").stat().st_size > 5000
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
+def test_gpu_decodes_and_resizes_the_same_files_as_the_cpu(tmp_path):
+    """The image-folder path on a GPU: the "mixed" decoder (nvJPEG for JPEGs, the CPU for PNGs) and the
+    resize on the device, against the CPU path on the same files and draws. nvJPEG's chroma upsampling
+    differs from libjpeg-turbo's, so pixels agree within a few values, not exactly."""
+    root = tmp_path / "data"
+    for split, n in (("train", 16), ("test", 5)):
+        for y, cls in enumerate(("a", "b")):
+            for i in range(n):
+                size, ext = (48, ".jpg") if i % 3 else (32, ".png")  # 4:2:0 JPEGs to resize, PNGs as they are
+                write_png(root / split / cls / f"{i}{ext}", smooth(100 * y + i, size))
+    data = open_(root, tmp_path, image_size=32)
+    assert data.resize
+    kw = dict(mean=(0, 0, 0), std=(1, 1, 1), batch_size=8, channels_last=False)
+    for make, items in ((eval_loader, data.test_files), (partial(train_loader, seed=3), data.train_files)):
+        labels = np.arange(len(items))
+        x_cpu, y_cpu, _ = images_of(make(items, labels, decode=data.decode, **kw))
+        x_gpu, y_gpu, _ = images_of(make(items, labels, decode=data.decode, device_id=0, **kw))
+        assert x_gpu.device.type == "cuda" and torch.equal(y_gpu.cpu(), y_cpu)
+        diff = (x_gpu.cpu() - x_cpu).abs() * 255
+        assert diff.max() <= 8 and diff.mean() <= 1, (diff.max(), diff.mean())
