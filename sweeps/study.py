@@ -88,8 +88,8 @@ class Progress:
     """Where each point of the plan stands, from every trial in the study."""
     done: dict = field(default_factory=dict)  # point name -> its COMPLETE trial (or FAIL with an error)
     busy: set = field(default_factory=set)     # point names a RUNNING or WAITING trial holds
-    interrupted: list = field(default_factory=list)  # last attempt of a point whose attempts all ended
-    #                                                  without a result (a signal, a crash, a duplicate's giving way)
+    interrupted: list = field(default_factory=list)  # last attempt of points whose attempts all ended without
+    # a result: a signal, a crash, or a copy that gave way to one that then stopped
     free: list = field(default_factory=list)   # Points no trial has touched, in the plan's order
     waiting: int = 0
 
