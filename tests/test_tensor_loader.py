@@ -1,5 +1,7 @@
-"""The torch-ops peer (pipeline/tensor_loader.py): DALI's augmentation and distributions, dtype, layout,
-normalisation, epochs as a function of (seed, epoch). CPU only; the same code runs on a GPU."""
+"""The torch-ops loader (pipeline/tensor_loader.py), bench's peer and `--loader torch`'s training loader:
+DALI's augmentation and distributions, dtype, layout, normalisation, epochs as a function of (seed,
+epoch), exact resume, disjoint covering shards, open_dataset(loader="torch"). CPU only; the same code
+runs on a GPU (tests/test_gpu.py)."""
 import subprocess
 import sys
 
@@ -7,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import pipeline
+from common.cli import UsageError
 from pipeline import MEAN, STD
 from pipeline.augment_spec import PAD, cutout_fill
 from pipeline.tensor_loader import TensorLoader
@@ -62,13 +66,62 @@ def test_epochs_are_a_function_of_seed_and_epoch():
 
 
 def test_needs_no_dali():
-    """A process that uses only this loader never loads DALI (here it could not: DALI is blocked)."""
-    code = ("import sys; sys.modules['nvidia.dali'] = None\n"
-            "import numpy as np, pipeline\n"
+    """The loader and what it imports never load DALI (here they could not: DALI is blocked). The package
+    pipeline/ imports DALI for its other modules, so this loads the module without pipeline/__init__.py."""
+    code = ("import sys, types; sys.modules['nvidia.dali'] = None\n"
+            "sys.modules['pipeline'] = package = types.ModuleType('pipeline')\n"
+            "package.__path__ = ['pipeline']\n"
+            "import numpy as np\n"
+            "from pipeline.tensor_loader import TensorLoader\n"
             "images = np.zeros((64, 32, 32, 3), np.uint8)\n"
-            "x, y = next(iter(pipeline.TensorLoader(images, np.arange(64), mean=pipeline.MEAN, "
-            "std=pipeline.STD, batch_size=32, seed=0)))\n"
+            "x, y = next(iter(TensorLoader(images, np.arange(64), mean=(0.5,) * 3, std=(0.25,) * 3, "
+            "batch_size=32, seed=0)))\n"
             "assert x.shape == (32, 3, 32, 32)\n"
             "assert not [m for m in sys.modules if m.startswith('nvidia.dali') and sys.modules[m]]")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def labels_and_pixels(loader):
+    return [(y.clone(), x.clone()) for x, y in loader]
+
+
+def test_a_resumed_epoch_is_the_tail_of_the_full_one():
+    images = np.random.default_rng(1).integers(0, 256, (640, 32, 32, 3), dtype=np.uint8)
+    run = loader(images, seed=5, batch=64)
+    next(iter(run))  # epoch 0 (only started); the next pass is epoch 1
+    full = labels_and_pixels(run)
+    resumed = loader(images, seed=5, batch=64, start_epoch=1, start_step=7)
+    assert len(resumed) == len(full) == 10
+    tail = labels_and_pixels(resumed)
+    assert len(tail) == 3 and all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(tail, full[7:]))
+    # The pass after the resumed one is a whole epoch again: epoch 2, as the uninterrupted run's.
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(labels_and_pixels(resumed), labels_and_pixels(run)))
+
+
+def test_shards_take_disjoint_equal_slices_of_one_permutation():
+    n, shards, batch = 1000, 3, 37  # 333 images = 9 batches per shard; 1 image waits for a later epoch
+    images = np.zeros((n, 32, 32, 3), np.uint8)
+    seen = []
+    for shard in range(shards):
+        run = loader(images, seed=2, batch=batch, shard_id=shard, num_shards=shards)
+        assert len(run) == 9  # every rank the same number of steps
+        seen.append(torch.cat([y for _, y in run]).tolist())
+    flat = sum(seen, [])
+    assert len(flat) == len(set(flat)) == 999  # disjoint, and together all but the remainder
+    whole = torch.cat([y for _, y in loader(images, seed=2, batch=333)]).tolist()  # one shard's worth a batch
+    assert seen == [whole[i * 333:(i + 1) * 333] for i in range(shards)]  # slices of one permutation
+
+
+def test_open_dataset_trains_from_it_with_the_dali_loaders_keywords(cifar_dir):
+    data = pipeline.open_dataset("cifar10", cifar_dir, download=False, loader="torch")
+    (items, labels), options = data.train, dict(mean=data.mean, std=data.std, batch_size=100, seed=0,
+                                                 device_id=None, dtype=torch.float32, channels_last=True,
+                                                 shard_id=1, num_shards=2, start_epoch=3, start_step=1)
+    run = data.train_loader(items, labels, **options)
+    assert isinstance(run, TensorLoader) and run.batch_size == 100 and len(run) == 250 // 100
+    batches = list(run)
+    assert len(batches) == 1 and batches[0][0].shape == (100, 3, 32, 32) and batches[0][1].dtype == torch.int64
+    assert data.eval_loader is pipeline.eval_loader  # evaluation stays DALI's
+    with pytest.raises(UsageError, match="--loader torch trains on CIFAR-10 only .*: use --loader dali"):
+        pipeline.open_dataset("imagefolder", cifar_dir, loader="torch")
