@@ -125,7 +125,7 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=ROOT / "gpu-check.json",
                    help="results, merged with what the file already holds, rewritten as they come "
                         "(default gpu-check.json)")
-    p.add_argument("--logs", type=Path, help="each step's log, written as it runs (default OUT/logs)")
+    p.add_argument("--logs", type=Path, help="each step's log, written as it runs (default: logs/ in --out)")
     p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter for every child process (default: this one)")
