@@ -17,6 +17,8 @@ from training import Config
 from training.config import RUNTIME
 
 DEFAULT_VAL_SPLIT = 0.1  # selection needs a validation split; train.py's default is none
+# A trial is judged on its final epoch: no best.pt (90-135 MB a trial) unless the fixed options ask for it.
+DEFAULTS = {"val_split": DEFAULT_VAL_SPLIT, "keep_best": False}
 # Options a sweep sets itself, and what to use instead.
 OWNED = {"out": "each trial's run directory is the sweep's (under --out)",
          "resume": "a retried trial resumes from its own last.pt by itself",
@@ -120,7 +122,7 @@ def make(name: str, out: str, grid_specs: list, seeds: int, train_argv: list) ->
             raise UsageError(f"--grid {spec}: --{flag(option)} is already "
                              f"{'swept' if option in grid else 'fixed after --'}: give it once")
         grid[option] = values
-    plan = Plan(name, Path(out or f"runs/sweeps/{name}"), grid, seeds, {"val_split": DEFAULT_VAL_SPLIT, **fixed})
+    plan = Plan(name, Path(out or f"runs/sweeps/{name}"), grid, seeds, {**DEFAULTS, **fixed})
     for point in plan.points():
         check_point(plan, point)
     return plan

@@ -193,10 +193,11 @@ def test_limits_keep_every_class_in_its_share_and_the_test_subset_is_the_same_fo
     other = split(config.build({"limit_train": 100, "limit_test": 30, "seed": 1}), data)
     assert np.array_equal(parts["test"][0], other["test"][0])  # runs of any seed are compared on it
     assert not np.array_equal(parts["train"][0], other["train"][0])
-    held = split(config.build({"limit_train": 100, "val_split": 0.1}), data)  # classes now 40-50 each
-    counts = np.bincount(held["train"][1], minlength=10)
-    assert counts.sum() == 100 and counts.min() >= 8 and counts.max() <= 12
-    assert set(held["train"][0]).isdisjoint(held["val"][0]) and len(held["val"][0]) == 50
+    held = split(config.build({"limit_train": 100, "val_split": 0.1}), data)  # val comes out of the 100
+    assert (len(held["train"][0]), len(held["val"][0])) == (90, 10)
+    assert set(held["train"][0]).isdisjoint(held["val"][0])
+    both = np.concatenate([held["train"][1], held["val"][1]])
+    assert np.bincount(both, minlength=10).tolist() == [10] * 10
 
 
 def test_validation_split_is_deterministic_and_disjoint():
@@ -316,8 +317,8 @@ def test_the_range_test_says_when_its_curve_gives_no_usable_lr(case, says):
 def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_metrics_events(
         data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    result = fit(Config(data_dir=str(data_dir), out=str(out), epochs=2, val_split=0.04, device="cpu",
-                        precision="fp32", batch_size=32, limit_train=96, limit_test=40, ema=0.9))
+    result = fit(Config(data_dir=str(data_dir), out=str(out), epochs=2, val_split=0.2, device="cpu",
+                        precision="fp32", batch_size=32, limit_train=120, limit_test=40, ema=0.9))
     lines = capsys.readouterr().out.splitlines()
     assert "evaluated: raw and EMA weights, flip TTA" in lines[0]
     assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "val", "loss", "val", "acc",
@@ -335,7 +336,7 @@ def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_met
     state = checkpoint.load(out / "last.pt")
     assert state["epoch"] == 2 and state["step"] == 0 and len(state["history"]) == 2
     assert [r["test_count"] for r in state["history"]] == [40, 40]  # every test image exactly once
-    assert [r["val_count"] for r in state["history"]] == [20, 20]  # 4 % of the 500 training images
+    assert [r["val_count"] for r in state["history"]] == [24, 24]  # 20 % of the 120 training images
     assert state["classes"][0] == "airplane" and state["config"]["model"] == "resnet18"
     assert len(state["lr_steps"]) == 2 * 3 and state["batch_size"] == 32
     assert not same_weights(state["ema"], state["model"]) and "ema_test_acc" in state["history"][0]
@@ -379,8 +380,8 @@ def test_lr_auto_refuses_an_unusable_curve_and_trains_at_a_usable_ones_suggestio
 def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path, monkeypatch):
     # threshold 0.99 (rel): no epoch improves enough, patience 0: every epoch's cut becomes a ramp.
     args = ["--data-dir", str(data_dir), *TINY, "--batch-size", "16", "--epochs", "3", "--scheduler",
-            "plateau", "--val-split", "0.04", "--plateau-patience", "0", "--plateau-factor", "0.5",
-            "--plateau-threshold", "0.99", "--batch-ramp", "--lr", "0.05", "--limit-train", "64",
+            "plateau", "--val-split", "0.2", "--plateau-patience", "0", "--plateau-factor", "0.5",
+            "--plateau-threshold", "0.99", "--batch-ramp", "--lr", "0.05", "--limit-train", "80",
             "--limit-test", "16", "--no-tta"]
     snapshot = tmp_path / "after-epoch-2"
     save = loop.save
@@ -414,7 +415,9 @@ def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_l
                                   "train longer") and digest(trained_run / "last.pt") == before
     out = tmp_path / "run"
     first = fit(Config(data_dir=str(data_dir), out=str(out), epochs=1, scheduler="none", device="cpu",
-                       precision="fp32", batch_size=32, limit_train=64, limit_test=16, ema=0, tta=False))
+                       precision="fp32", batch_size=32, limit_train=80, val_split=0.2, keep_best=False,
+                       limit_test=16, ema=0, tta=False))
+    assert first.best is None and not (out / "best.pt").exists()  # --no-keep-best (sweeps): last.pt only
     longer = fit(Config(resume=str(out / "last.pt"), epochs=2))
     assert [r["epoch"] for r in longer.history] == [1, 2] and longer.history[0] == first.history[0]
     assert longer.config.epochs == 2 and checkpoint.load(out / "last.pt")["config"]["epochs"] == 2
@@ -446,6 +449,18 @@ def test_kill_9_during_epoch_2_then_resume_is_exact(data_dir, trained_run, tmp_p
     run_script("train.py", "--resume", out / "last.pt")
     ref, got = checkpoint.load(trained_run / "last.pt"), checkpoint.load(out / "last.pt")
     assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
+
+
+def test_two_runs_started_together_on_one_directory_only_one_trains(data_dir, tmp_path):
+    out = tmp_path / "run"
+    procs = [start_training(data_dir, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    stderr = [p.communicate()[1] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], stderr
+    winner, loser = sorted(range(2), key=lambda i: procs[i].returncode)
+    err = stderr[loser]
+    assert err.count("\n") == 1 and err.startswith("error: ") and f"(PID {procs[winner].pid})" in err, err
+    assert str(out) in err and checkpoint.load(out / "last.pt")["epoch"] == 3
 
 
 def test_sigterm_mid_epoch_saves_and_resume_is_exact(data_dir, trained_run, tmp_path):

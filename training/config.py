@@ -68,8 +68,9 @@ class Config:
     batch_ramp: bool = option(False, "plateau: grow the batch by 1/--plateau-factor where the LR would "
                                      "be cut (Smith et al. 2017), up to --max-batch-size")
     max_batch_size: int = option(0, "largest batch --batch-ramp grows to (default: 8 x --batch-size)")
-    val_split: float = option(0.0, "hold out this fraction of train, chosen by the seed: best.pt and "
-                                   "--scheduler plateau use it, never the test set")
+    val_split: float = option(0.0, "hold out this fraction of the training images, chosen by the seed: "
+                                   "best.pt, --scheduler plateau and sweeps use it, never the test set")
+    keep_best: bool = option(True, "with --val-split: also save best.pt, the epoch of best validation accuracy")
     precision: str = option("auto", "autocast dtype, fp16 with a gradient scaler; auto: bf16 on a GPU "
                                     "or a CPU with native bf16, else fp32", choices=PRECISIONS)
     channels_last: bool = option(True, "NHWC memory layout")
@@ -80,7 +81,8 @@ class Config:
                                  "on the resident uint8 set (cifar10 only; see bench.py)", choices=LOADERS)
     seed: int = option(0, "seed of the data order, augmentation and weights")
     device: str = option("auto", "where to train", choices=devices.CHOICES)
-    limit_train: int = option(0, "train on N images, every class in its share, chosen by the seed (smoke runs)")
+    limit_train: int = option(0, "use N of the training images (the validation split comes out of them), "
+                                 "every class in its share, chosen by the seed (smoke runs)")
     limit_test: int = option(0, "evaluate N test images, every class in its share (the same N images in "
                                 "every run and in viz.py)")
     skip_bad_images: bool = option(False, "imagefolder: train without the files that cannot be decoded "

@@ -52,13 +52,14 @@ def prepare(cfg: Config, process: Process) -> Setup:
 
 
 def split(cfg: Config, data: pipeline.Dataset) -> dict:
-    """{"train", "val", "test"}: (items, labels). The validation rows are fixed by the seed; the limits
-    keep every class's share (a list sorted by class, as image folders are, stays mixed)."""
+    """{"train", "val", "test"}: (items, labels). The limits keep every class's share (a list sorted by
+    class, as image folders are, stays mixed); the validation rows are a seeded share of the limited
+    training images, so a small run evaluates a small validation set."""
     (items, labels), (test_items, test_labels) = data.train, data.test
-    order = np.random.default_rng(cfg.seed).permutation(len(labels))
+    pool = pipeline.subset(labels, cfg.limit_train, cfg.seed)
+    order = pool[np.random.default_rng(cfg.seed).permutation(len(pool))]
     n_val = int(round(cfg.val_split * len(order)))
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    train = train[pipeline.subset(labels[train], cfg.limit_train, cfg.seed)]
     test = pipeline.subset(test_labels, cfg.limit_test, TEST_SUBSET_SEED)
     parts = {"train": (items[train], labels[train]), "test": (test_items[test], test_labels[test])}
     if n_val:

@@ -163,7 +163,8 @@ def one_epoch(setup: Setup, run: Run, loader, train, guard: Guard, log):
     timing = {"train_seconds": seconds, "seconds": wall_before + time.perf_counter() - t0}  # wall: + eval
     end_epoch(run, cfg, distributed.total(sums), metrics, timing, len(setup.parts["train"][1]), process.world)
     if process.main:
-        save(run, cfg, setup.data, best="val" in metrics and run.history[-1]["val_acc"] == run.best_val_acc)
+        best = cfg.keep_best and "val" in metrics and run.history[-1]["val_acc"] == run.best_val_acc
+        save(run, cfg, setup.data, best)
         log.epoch(run.history[-1], run.history)
 
 
@@ -264,8 +265,7 @@ def closing(setup: Setup, run: Run, wall_seconds: float) -> Result:
     summary = runlog.summary(run.history, setup.cfg.tta, wall_seconds)
     if setup.process.main:
         print(summary, flush=True)
-    return Result(setup.cfg, run.history, out / "last.pt", out / "best.pt" if run.best_val_acc is not None
-                  else None, summary)
+    return Result(setup.cfg, run.history, out / "last.pt", best_path(setup.cfg, run.best_val_acc), summary)
 
 
 def finished(cfg: Config, resumed: dict, process) -> Result:
@@ -277,8 +277,11 @@ def finished(cfg: Config, resumed: dict, process) -> Result:
     if process.main:
         print(summary, flush=True)
     distributed.finish()
-    return Result(cfg, history, out / "last.pt", out / "best.pt" if resumed["best_val_acc"] is not None
-                  else None, summary)
+    return Result(cfg, history, out / "last.pt", best_path(cfg, resumed["best_val_acc"]), summary)
+
+
+def best_path(cfg: Config, best_val_acc) -> Path | None:
+    return Path(cfg.out) / "best.pt" if cfg.keep_best and best_val_acc is not None else None
 
 
 def write_skipped(setup: Setup):

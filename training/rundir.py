@@ -3,6 +3,7 @@ processes, terminals or sweep workers never mix their files), and a new run neve
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from common import lock
 from common.cli import UsageError
 from nets import checkpoint
 
@@ -10,13 +11,8 @@ from nets import checkpoint
 @contextmanager
 def claim(cfg, process, new_run: bool):
     """Hold cfg.out for the block (rank 0); new_run: refuse a directory that already holds a run."""
-    try:
-        from common import lock  # TEMP(lead): until common/lock.py lands
-        hold = lock.hold
-    except ImportError:
-        hold = nullcontext
     out = Path(cfg.out)
-    with hold(out) if process.main else nullcontext():
+    with lock.hold(out) if process.main else nullcontext():
         if new_run and (out / "last.pt").exists():
             raise UsageError(already_holds(out, cfg.model))
         yield

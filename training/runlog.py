@@ -114,5 +114,5 @@ def summary(history: list, tta: bool, wall_seconds: float | None = None) -> str:
     line += f" after {len(history)} epoch{'s' * (len(history) != 1)}"
     if "val_acc" in last:
         best = max(history, key=lambda r: r["val_acc"])
-        line += f"; best val acc {best['val_acc']:.2%} at epoch {best['epoch']} (best.pt)"
+        line += f"; best val acc {best['val_acc']:.2%} at epoch {best['epoch']}"
     return line + ("" if wall_seconds is None else f"; wall time {wall_seconds:.1f} s")
