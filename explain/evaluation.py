@@ -1,22 +1,20 @@
 """The checkpoint's model and data, and one pass over the test set (or a class-balanced part of it)
 through the same DALI eval pipeline and normalisation as training."""
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import nets
 import pipeline
 from common import device as devices
+from common import progress
 from common.cli import UsageError
 from nets import checkpoint
 from training.step import logits_of
 
 EVAL_BATCH = 256
-SUBSET_SEED = 0  # --limit-test's images: the same seed as training's, so both evaluate the same ones
 
 
 def weights_of(state: dict) -> str:
@@ -55,7 +53,7 @@ def check_limit(limit: int):
 
 def test_index(data: pipeline.Dataset, limit: int) -> np.ndarray:
     """Test-set positions to evaluate: all, or `limit` of them keeping every class's share."""
-    return pipeline.subset(data.test[1], limit, seed=SUBSET_SEED)
+    return pipeline.test_subset(data.test[1], limit)
 
 
 def test_loader(data: pipeline.Dataset, state: dict, index: np.ndarray, device):
@@ -105,7 +103,7 @@ def predict(model, loader, index: np.ndarray, tta: bool) -> Predictions:
     averaged in, as training's evaluation did. A progress bar where one shows cleanly (a terminal, a
     notebook), none in a log."""
     probs, labels = [], []
-    with tqdm(total=len(index), desc="test pass", unit="img", leave=False, disable=None, file=sys.stdout) as bar:
+    with progress.bar(total=len(index), desc="test pass", unit="img") as bar:
         for x, y in loader:
             probs.append(logits_of(model, x.float(), tta).softmax(1).cpu())
             labels.append(y.cpu())

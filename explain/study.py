@@ -1,14 +1,14 @@
 """The pictures of one checkpoint, each from a few test images: the gallery of mistakes, Grad-CAM for
 the predicted vs the true class, Grad-CAM by depth, the CAM methods side by side, adversarial examples.
 Each returns its Figure (and the numbers it measured); nothing is written here."""
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
+
+from common import progress
 
 from .attacks import attack
 from .cams import cams
@@ -72,7 +72,7 @@ def compare_methods(s: Study, layer: str, images, classes, names: list) -> tuple
     """(Figure, scores): the CAM methods side by side on these images for `classes`, and each method's
     faithfulness and seconds."""
     pix, target, columns, scores = s.pixels(images), s.layer(layer), [], {}
-    for name in tqdm(names, desc="CAM methods", unit="method", leave=False, disable=None, file=sys.stdout):
+    for name in progress.bar(names, desc="CAM methods", unit="method"):
         t0 = time.perf_counter()
         maps = cams(s.model, target, images, classes, name)
         scores[name] = {**faithfulness(s.model, images, maps, classes), "seconds": time.perf_counter() - t0}

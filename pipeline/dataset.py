@@ -51,6 +51,15 @@ def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True
                    eval_loader, note)
 
 
+TEST_SUBSET_SEED = 0  # a test limit picks the same images in every run (any --seed) and in viz.py
+
+
+def test_subset(labels, n: int) -> np.ndarray:
+    """The test images a limit of n evaluates: the same for every run and for viz.py, so runs of
+    different seeds (a sweep's) are compared on one set."""
+    return subset(labels, n, TEST_SUBSET_SEED)
+
+
 def subset(labels, n: int, seed: int) -> np.ndarray:
     """Sorted indices of n of the labels (all of them when n is 0 or too large), every class kept in
     its share: each class's items in a seeded random order, the classes interleaved by how far

@@ -15,7 +15,6 @@ import pipeline
 from nets import checkpoint
 from pipeline.dali import TrainSource
 from tests.conftest import ROOT, SUBPROCESS_LIMIT
-from training.data import TEST_SUBSET_SEED
 from training.step import logits_of
 
 
@@ -62,7 +61,7 @@ def test_torchrun_two_ranks(data_dir, two_ranks):
     model = nets.create("resnet18").eval()
     model.load_state_dict(state["model"])
     d = pipeline.load_cifar10(data_dir)
-    test = pipeline.subset(d.test_labels, 40, TEST_SUBSET_SEED)  # the 40 images --limit-test 40 takes
+    test = pipeline.test_subset(d.test_labels, 40)  # the 40 images --limit-test 40 takes
     loader = pipeline.eval_loader(d.test_images[test], d.test_labels[test], mean=d.mean, std=d.std,
                                   batch_size=16, channels_last=False)
     with torch.no_grad():  # as the run evaluated: with the mirror images (TTA)

@@ -12,8 +12,6 @@ from .build import Precision, precision
 from .config import Config
 from .distributed import Process
 
-TEST_SUBSET_SEED = 0  # --limit-test picks the same images in every run (any --seed) and in viz.py
-
 
 @dataclass(frozen=True)
 class Setup:
@@ -60,7 +58,7 @@ def split(cfg: Config, data: pipeline.Dataset) -> dict:
     order = pool[np.random.default_rng(cfg.seed).permutation(len(pool))]
     n_val = int(round(cfg.val_split * len(order)))
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    test = pipeline.subset(test_labels, cfg.limit_test, TEST_SUBSET_SEED)
+    test = pipeline.test_subset(test_labels, cfg.limit_test)
     parts = {"train": (items[train], labels[train]), "test": (test_items[test], test_labels[test])}
     if n_val:
         parts["val"] = (items[val], labels[val])

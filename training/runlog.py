@@ -3,10 +3,10 @@ in a log file and in a saved notebook), metrics.csv and TensorBoard events, and 
 import csv
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from common.files import write_text
+from common.progress import bar as progress_bar
 from common.tables import row as table_row
 
 # (history key, column header, format spec, shown when); accuracies are stored as fractions.
@@ -87,20 +87,10 @@ def weights(cfg) -> str:
 
 
 def progress(batches: int, initial: int, batch_size: int, enabled: bool):
-    """A bar in images with img/s and ETA: a widget in a notebook, text on a terminal, else nothing (a
-    text bar's carriage returns would litter log files and saved notebooks). It counts batches, shown as
-    images (unit_scale)."""
-    from tqdm import tqdm
-    bar = tqdm
-    if enabled and "ipykernel" in sys.modules:
-        try:
-            from tqdm.notebook import tqdm as bar  # needs ipywidgets
-        except ImportError:
-            enabled = False
-    elif not sys.stdout.isatty():
-        enabled = False
-    return bar(total=batches, initial=initial, leave=False, dynamic_ncols=True, unit="img",
-               unit_scale=batch_size, disable=not enabled, file=sys.stdout)
+    """The epoch's bar in images, with img/s and ETA (common.progress's rule for where it shows). It counts
+    batches, shown as images (unit_scale)."""
+    return progress_bar(total=batches, initial=initial, enabled=enabled, dynamic_ncols=True, unit="img",
+                        unit_scale=batch_size)
 
 
 def summary(history: list, tta: bool, wall_seconds: float | None = None) -> str:
