@@ -367,8 +367,12 @@ def test_lr_auto_refuses_an_unusable_curve_and_trains_at_a_usable_ones_suggestio
                                                                                  monkeypatch):
     args = ["--data-dir", data_dir, *TINY, "--epochs", "1", "--lr", "auto"]
     err = fails(train.main, [*args, "--out", tmp_path / "a", "--find-lr-steps", "20"], capsys)
-    assert "--lr auto: the LR range test gives no usable LR: 20 steps are too few" in err
-    assert not (tmp_path / "a" / "last.pt").exists()
+    assert "--lr auto: 20 range-test steps are too few for a usable LR" in err  # known before it runs
+    flat = lr_finder.RangeTest([], [], float("nan"), "the smoothed loss never fell by 5%")
+    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: flat)
+    err = fails(train.main, [*args, "--out", tmp_path / "a", "--find-lr-steps", "100"], capsys)
+    assert "--lr auto: the LR range test gives no usable LR: the smoothed loss never fell by 5%" in err
+    assert not (tmp_path / "a").exists(), "a refused run leaves no run directory"
     lrs = list(np.logspace(-6, 1, 100))
     known = lr_finder.RangeTest(lrs, sigmoid_curve(lrs), 0.0123)
     monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: known)
@@ -434,9 +438,9 @@ def wait_for_epoch_1(proc, out):
     raise AssertionError(f"train.py exited ({proc.returncode}) before finishing epoch 1")
 
 
-def start_training(data_dir, out, **kw):
+def start_training(data_dir, out, *more, **kw):
     return subprocess.Popen([sys.executable, "train.py", "--data-dir", str(data_dir), "--out", str(out),
-                             *TRAINED], cwd=ROOT, **kw)
+                             *TRAINED, *more], cwd=ROOT, **kw)
 
 
 def test_kill_9_during_epoch_2_then_resume_is_exact(data_dir, trained_run, tmp_path):
@@ -453,14 +457,14 @@ def test_kill_9_during_epoch_2_then_resume_is_exact(data_dir, trained_run, tmp_p
 
 def test_two_runs_started_together_on_one_directory_only_one_trains(data_dir, tmp_path):
     out = tmp_path / "run"
-    procs = [start_training(data_dir, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [start_training(data_dir, out, "--epochs", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for _ in range(2)]
     stderr = [p.communicate()[1] for p in procs]
     assert sorted(p.returncode for p in procs) == [0, 2], stderr
     winner, loser = sorted(range(2), key=lambda i: procs[i].returncode)
     err = stderr[loser]
     assert err.count("\n") == 1 and err.startswith("error: ") and f"(PID {procs[winner].pid})" in err, err
-    assert str(out) in err and checkpoint.load(out / "last.pt")["epoch"] == 3
+    assert str(out) in err and checkpoint.load(out / "last.pt")["epoch"] == 1
 
 
 def test_sigterm_mid_epoch_saves_and_resume_is_exact(data_dir, trained_run, tmp_path):

@@ -110,6 +110,9 @@ class Config:
             (min(self.limit_train, self.limit_test) < 0, "--limit-train/--limit-test must be >= 0"),
             (not 0 < self.plateau_factor < 1, "--plateau-factor must be in (0, 1)"),
             (self.find_lr_steps < 10, "--find-lr-steps must be >= 10"),
+            (self.lr == "auto" and self.find_lr_steps < LR_TEST_MIN_STEPS, f"--lr auto: {self.find_lr_steps} "
+             f"range-test steps are too few for a usable LR (its smoothing spans ~50 steps): use --find-lr-steps "
+             f"{LR_TEST_MIN_STEPS} or more (default 200), or pass --lr"),
             (not 0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
             (not 0 <= self.ema < 1, f"--ema is a decay in [0, 1) (got {self.ema})"),
             (self.grad_noise < 0, f"--grad-noise must be >= 0 (got {self.grad_noise})"),
