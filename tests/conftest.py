@@ -1,6 +1,7 @@
 """Shared fixtures: a small synthetic CIFAR-10 written in the real `cifar-10-batches-py` pickle format,
 one tiny trained run that every module needing a checkpoint shares, and helpers for running the
 scripts in-process (where the shell boundary is not what is tested) or as a subprocess."""
+import hashlib
 import os
 import pickle
 import subprocess
@@ -53,6 +54,19 @@ def write_cifar(root: Path, per_batch=100, n_test=1000, seed=0) -> Path:
         pickle.dump({"label_names": CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}, f,
                     protocol=2)
     return root
+
+
+def same_history(a, b):
+    keys = ("epoch", "lr", "batch_size", "train_loss", "train_acc", "test_loss", "test_acc", "test_count")
+    return [{k: r.get(k) for k in keys} for r in a] == [{k: r.get(k) for k in keys} for r in b]
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def need_archive():

@@ -1,0 +1,120 @@
+"""Runs that stop and go on: exact resume after kill -9, SIGTERM and a --batch-ramp batch change, a
+finished run resumed, a run trained longer, and two runs on one directory (the lock)."""
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train
+from common.cli import UsageError
+from nets import checkpoint
+from tests.conftest import ROOT, TRAINED, digest, run_script, same_history, same_weights
+from training import Config, fit, loop
+
+# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32.
+TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "32", "--limit-train", "96",
+        "--limit-test", "40", "--ema", "0"]
+
+
+def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path, monkeypatch):
+    # threshold 0.99 (rel): no epoch improves enough, patience 0: every epoch's cut becomes a ramp.
+    args = ["--data-dir", str(data_dir), *TINY, "--batch-size", "16", "--epochs", "3", "--scheduler",
+            "plateau", "--val-split", "0.2", "--plateau-patience", "0", "--plateau-factor", "0.5",
+            "--plateau-threshold", "0.99", "--batch-ramp", "--lr", "0.05", "--limit-train", "80",
+            "--limit-test", "16", "--no-tta"]
+    snapshot = tmp_path / "after-epoch-2"
+    save = loop.save
+
+    def save_and_keep_epoch_2(run, cfg, data, best=False):
+        save(run, cfg, data, best)
+        if run.epoch == 2 and not snapshot.exists():
+            snapshot.mkdir()
+            shutil.copy(tmp_path / "ref" / "last.pt", snapshot / "last.pt")
+
+    monkeypatch.setattr(loop, "save", save_and_keep_epoch_2)
+    train.main([*args, "--out", str(tmp_path / "ref")])
+    monkeypatch.setattr(loop, "save", save)
+    ref = checkpoint.load(tmp_path / "ref" / "last.pt")
+    # Epoch 1 sets the plateau's best; epochs 2 and 3 each double the batch for the next.
+    assert [r["batch_size"] for r in ref["history"]] == [16, 16, 32] and ref["batch_size"] == 64
+    assert {r["lr"] for r in ref["history"]} == {0.05}  # the LR was never cut
+    assert len(ref["lr_steps"]) == 2 * (64 // 16) + 64 // 32
+    train.main(["--resume", str(snapshot / "last.pt")])  # epoch 3 again, at batch 32
+    got = checkpoint.load(snapshot / "last.pt")
+    assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
+
+
+def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_longer(
+        trained_run, data_dir, tmp_path, capsys):
+    before = digest(trained_run / "last.pt")
+    train.main(["--resume", str(trained_run / "last.pt")])
+    said = capsys.readouterr().out
+    assert said.startswith(f"{trained_run} already finished its 3 epochs: done: final test acc ")
+    assert said.rstrip().endswith("its OneCycle schedule has ended: start a new run with more --epochs to "
+                                  "train longer") and digest(trained_run / "last.pt") == before
+    out = tmp_path / "run"
+    first = fit(Config(data_dir=str(data_dir), out=str(out), epochs=1, scheduler="none", device="cpu",
+                       precision="fp32", batch_size=32, limit_train=80, val_split=0.2, keep_best=False,
+                       limit_test=16, ema=0, tta=False))
+    assert first.best is None and not (out / "best.pt").exists()  # --no-keep-best (sweeps): last.pt only
+    longer = fit(Config(resume=str(out / "last.pt"), epochs=2))
+    assert [r["epoch"] for r in longer.history] == [1, 2] and longer.history[0] == first.history[0]
+    assert longer.config.epochs == 2 and checkpoint.load(out / "last.pt")["config"]["epochs"] == 2
+    with pytest.raises(UsageError, match="--epochs 1: the checkpoint has already trained 2 epochs"):
+        fit(Config(resume=str(out / "last.pt"), epochs=1))
+
+
+def wait_for_epoch_1(proc, out):
+    """Until the first epoch's row is in metrics.csv (its checkpoint is written just before)."""
+    while proc.poll() is None:
+        if (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) >= 2:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"train.py exited ({proc.returncode}) before finishing epoch 1")
+
+
+def start_training(data_dir, out, *more, **kw):
+    return subprocess.Popen([sys.executable, "train.py", "--data-dir", str(data_dir), "--out", str(out),
+                             *TRAINED, *more], cwd=ROOT, **kw)
+
+
+def test_kill_9_during_epoch_2_then_resume_is_exact(data_dir, trained_run, tmp_path):
+    out = tmp_path / "run"
+    proc = start_training(data_dir, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_epoch_1(proc, out)
+    proc.kill()
+    proc.wait()
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1
+    run_script("train.py", "--resume", out / "last.pt")
+    ref, got = checkpoint.load(trained_run / "last.pt"), checkpoint.load(out / "last.pt")
+    assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
+
+
+def test_two_runs_started_together_on_one_directory_only_one_trains(data_dir, tmp_path):
+    out = tmp_path / "run"
+    procs = [start_training(data_dir, out, "--epochs", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for _ in range(2)]
+    stderr = [p.communicate()[1] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], stderr
+    winner, loser = sorted(range(2), key=lambda i: procs[i].returncode)
+    err = stderr[loser]
+    assert err.count("\n") == 1 and err.startswith("error: ") and f"(PID {procs[winner].pid})" in err, err
+    assert str(out) in err and checkpoint.load(out / "last.pt")["epoch"] == 1
+
+
+def test_sigterm_mid_epoch_saves_and_resume_is_exact(data_dir, trained_run, tmp_path):
+    out = tmp_path / "run"
+    proc = start_training(data_dir, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epoch_1(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-2000:]
+    state = checkpoint.load(out / "last.pt")
+    assert "resume with --resume" in stdout
+    assert (state["epoch"], state["partial"] is not None) in {(1, True), (2, False)}
+    run_script("train.py", "--resume", out / "last.pt")
+    ref, got = checkpoint.load(trained_run / "last.pt"), checkpoint.load(out / "last.pt")
+    assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
