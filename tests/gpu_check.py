@@ -158,12 +158,12 @@ class Step:
         with SIGNALS.held(), open(self.log, "a") as log:
             self.commands.append({"command": shlex.join(command), "exit": None, "seconds": None})
             self._started = time.monotonic()
+            self.progress()  # the results file says it runs before the log does (a reader may go by the log)
             log.write(f"$ {shlex.join(command)}\n")
             log.flush()
             # Own process group: a timeout kills torchrun's workers and DALI's threads with it.
             self.running = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             env=self.env, start_new_session=True)
-        self.progress()
         return self.running
 
     def run(self, command):
