@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from common import device as devices
 from training import config
 from training.build import precision as precision_of
 
@@ -34,6 +35,14 @@ def variant(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected PRECISION:MODE, PRECISION one of {', '.join(PRECISIONS)} "
                                          f"and MODE one of {', '.join(MODES)}; got {text!r}")
     return text
+
+
+def runnable(variants, device) -> tuple:
+    """(the variants this machine can run, {variant: why not}): a compiled one needs what
+    common.device.compile_problem looks for (a C or C++ compiler, Python.h)."""
+    problem = devices.compile_problem(device.type)
+    skipped = {v: problem for v in variants if problem and not v.endswith(":eager")}
+    return [v for v in variants if v not in skipped], skipped
 
 
 def stage(name: str) -> str:

@@ -72,6 +72,9 @@ def judge(report: dict):
                           for name, f in figures.items() if f["unreliable"]]
     report["warnings"] += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items()
                            if t["impossible"]]
+    if c["fast_paths"]:
+        report["warnings"] += [f"{fastpaths.label(k)}: not measured: {why}"
+                               for k, why in c["fast_path_skipped"].items()]
 
 
 def plain(stage: str) -> str:

@@ -26,6 +26,8 @@ def bench(opts: Options):
                 channels_last=opts.channels_last, compile=opts.compile, device=opts.device, seed=opts.seed)
     cfg = config.build(base)
     device = devices.choose(cfg.device)
+    if cfg.compile and devices.compile_problem(device.type):
+        raise UsageError(devices.compile_problem(device.type))
     images, labels, source = loaders.load_images(opts)
     n = opts.images or (len(labels) if device.type == "cuda" else min(len(labels), CPU_IMAGES))
     if n > len(labels):
@@ -69,7 +71,7 @@ def measure_all(doc: dict, opts, cfg, base: dict, device, dtype, images, labels,
     save = partial(report.write, doc, opts.json)
     try:
         batch = measure_stages(doc, opts, cfg, device, dtype, build, deadline, sync, progress, save)
-        if doc["config"]["fast_paths"]:
+        if doc["config"]["fast_paths"] and doc["config"]["fast_path_variants"]:
             measure_fast_paths(doc, opts, base, device, batch, deadline, sync, progress, save)
         del batch
         if opts.scaling:
@@ -88,6 +90,7 @@ def measure_all(doc: dict, opts, cfg, base: dict, device, dtype, images, labels,
 def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape) -> dict:
     """The report before anything is measured: what runs where, on what."""
     gpu, described = device.type == "cuda", report.describe_device(device)
+    variants, skipped = fastpaths.runnable(opts.fast_path_variants, device)
     steps = opts.model_steps or (n // cfg.batch_size if gpu else 1)
     rounds = opts.model_repeats or (opts.repeats if gpu else min(opts.repeats, 2))
     return dict(
@@ -99,7 +102,7 @@ def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape)
                     warmup=opts.warmup, run_seconds=opts.run_seconds, model_repeats=rounds, model_steps=steps,
                     seed=cfg.seed, stage_timeout=opts.stage_timeout,
                     fast_paths=gpu if opts.fast_paths is None else opts.fast_paths,
-                    fast_path_variants=list(opts.fast_path_variants)),
+                    fast_path_variants=variants, fast_path_skipped=skipped),
         data=dict(source=source, synthetic=bool(opts.synthetic), images=n, available=available,
                   image_shape=list(shape)),
         results={},
@@ -145,12 +148,12 @@ def measure_stages(doc: dict, opts, cfg, device, dtype, build, deadline, sync, p
 
 
 def measure_fast_paths(doc: dict, opts, base: dict, device, batch, deadline, sync, progress, save):
-    """The training step's variants (fastpaths.py), the JSON saved after each one's warm-up."""
+    """The training step's variants (fastpaths.py), the JSON saved after each one."""
     def saved(found):
         doc["fast_paths"] = dict(variants=found)
         save()
     c = doc["config"]
-    found = fastpaths.measure(opts.fast_path_variants, base, device, batch, deadline, warmup=opts.warmup,
+    found = fastpaths.measure(c["fast_path_variants"], base, device, batch, deadline, warmup=opts.warmup,
                               repeats=c["model_repeats"], steps_per_run=c["model_steps"], sync=sync,
                               progress=progress, save=saved)
     doc["limits"]["fast_paths"] = limits.compute(found, found, doc["limits"]["flops_per_image"],

@@ -24,9 +24,9 @@ from PIL import Image
 
 import bench
 import pipeline
-from benchmark import limits, load, measure, plot, report as reports, run, verdict
+from benchmark import fastpaths, limits, load, measure, plot, report as reports, run, verdict
 from benchmark.loaders import Cutout
-from common import cli
+from common import cli, device as devices
 from tests.conftest import ROOT
 
 PIPELINES = ("pipeline_dali", "pipeline_torch_ops", "pipeline_dataloader")
@@ -223,7 +223,9 @@ def test_planted_figures_make_the_verdicts(tiny):
         {name: {**planted(*rates), "gpu_peak_mb": None, "warmup_seconds": 1.0}
          for name, rates in (("bf16:eager", (100, 105, 110)), ("fp32:eager", (120, 122, 125)),
                              ("bf16:reduce-overhead", (105, 108, 115)))})
+    report["config"]["fast_path_skipped"] = {"bf16:default": "no compiler"}
     reports.judge(report)
+    assert "step bf16, compile default: not measured: no compiler" in report["warnings"]
     assert report["results"]["pipeline_dali"]["unreliable"] == ["its runs spread 3.2x (max / min)"]
     c, taxes = report["verdicts"]["comparisons"], report["verdicts"]["taxes"]
     assert not c["pipeline_dali_over_torch_ops"]["reliable"]  # DALI's spread
@@ -283,6 +285,18 @@ def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
     before = load.sample()
     assert before.busy >= before.own - mine  # /proc/stat read: the machine's busy time includes ours
     assert load.others_cores(before, load.sample()) >= 0
+
+
+def test_without_a_compiler_the_compiled_variants_are_left_out_and_compile_is_refused(tmp_path, capsys,
+                                                                                      monkeypatch):
+    problem = "torch.compile needs a C++ compiler on the CPU (...): install g++, or leave out --compile"
+    monkeypatch.setattr(devices, "compile_problem", lambda device="auto": problem)
+    asked = ["bf16:eager", "bf16:default", "fp16:reduce-overhead"]
+    kept, skipped = fastpaths.runnable(asked, torch.device("cpu"))
+    assert kept == ["bf16:eager"] and skipped == {"bf16:default": problem, "fp16:reduce-overhead": problem}
+    code = run_in_process("--device", "cpu", "--synthetic", "300", "--compile", "--json", tmp_path / "b.json")
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: {problem}\n" and not (tmp_path / "b.json").exists()
 
 
 def test_a_stage_past_its_deadline_fails_named_with_exit_1_and_the_partial_json(tmp_path, capsys):
