@@ -28,8 +28,8 @@ spread is called impossible. A verdict needs the runs' ranges apart; inside them
 The defaults follow the device: on a GPU the whole set, an epoch of steps per run, --repeats rounds
 and the fast paths (about 3 minutes on an H200, an estimate: BENCHMARKS.md); on a CPU 10,240 images,
 1 step per run and 2 rounds (ResNet18 trains at ~90 img/s on 2 cores): about 70 s on 2 idle cores,
-much longer when other processes take them; --scaling adds about 80 s there, --fast-paths about a
-minute per compiled variant.
+much longer when other processes take them; --scaling adds about 80 s there, --fast-paths 40 s or
+more per compiled variant.
 A stage that takes longer than --stage-timeout fails, named; the run then exits 1 with the figures
 measured so far in --json. Bad flags or missing data: one line, exit 2.
 """

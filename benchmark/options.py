@@ -48,7 +48,7 @@ class Options:
                                  "GPU, 1 on a CPU)")
     fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say "
                                     "which precision and compile mode it would choose (default: on a GPU; "
-                                    "on a CPU compiling ResNet18 takes about a minute per mode)")
+                                    "on a CPU compiling ResNet18 takes 40 s or more per mode)")
     fast_path_variants: tuple = option(fastpaths.DEFAULT, "PRECISION:MODE pairs for --fast-paths (default "
                                        + " ".join(fastpaths.DEFAULT) + "; modes: "
                                        + ", ".join(fastpaths.MODES) + ")", nargs="+", type=fastpaths.variant)
