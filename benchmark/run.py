@@ -50,9 +50,8 @@ def bench(opts: Options):
 def choose_threads(opts) -> dict:
     """Threads that each find a core (load.py): --threads, or the cores other processes leave free now;
     sets opts.threads and opts.workers, and returns how they were chosen."""
-    if opts.threads:
-        cores, others, how = os.cpu_count() or 1, None, "--threads"
-    else:
+    others, how = None, "--threads"
+    if not opts.threads:
         cores, others = load.free_cores()
         opts.threads = load.threads_for(cores, others)
         how = "cores free at the start" if others is not None else "cores (load unknown)"
