@@ -426,16 +426,16 @@ def test_nonfinite_names_parameters_and_float_buffers():
                                                   "--out for resnet34"),
     (["--resume", "LAST", "--epochs", "5"], "--epochs 5: this run's OneCycle schedule was laid out for 3"),
 ])
-def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(trained_run, tmp_path, capsys,
+def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(trained_copy, tmp_path, capsys,
                                                                  args, words):
-    before = digest(trained_run / "last.pt")
+    before = digest(trained_copy / "last.pt")
     (tmp_path / "notckpt.pt").write_text("hello")
-    args = [trained_run / "last.pt" if a == "LAST" else tmp_path / "notckpt.pt" if a == "NOTCKPT"
+    args = [trained_copy / "last.pt" if a == "LAST" else tmp_path / "notckpt.pt" if a == "NOTCKPT"
             else a for a in args]
-    err = fails(train.main, ["--data-dir", tmp_path / "nodata", "--out", trained_run, "--device", "cpu", *args],
+    err = fails(train.main, ["--data-dir", tmp_path / "nodata", "--out", trained_copy, "--device", "cpu", *args],
                 capsys)
     assert words in err
-    assert digest(trained_run / "last.pt") == before
+    assert digest(trained_copy / "last.pt") == before
 
 
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):

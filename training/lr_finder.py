@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from common.cli import UsageError
 
@@ -40,7 +39,10 @@ class RangeTest:
             return f"LR range test: no usable LR: {self.problem}"
         return f"LR range test: suggested max LR {self.suggestion:.3g}"
 
-    def figure(self) -> Figure:
+    def figure(self):
+        """The curve and the suggestion, as a matplotlib Figure (imported here: a run without the test
+        never pays for matplotlib)."""
+        from matplotlib.figure import Figure
         fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
         ax = fig.subplots()
         ax.plot(self.lrs, self.losses)
