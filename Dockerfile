@@ -40,6 +40,8 @@ RUN python3 -m pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tm
         tqdm==4.70.1 \
         optuna==5.0.0 \
         psycopg2-binary==2.9.13 \
+        sqlalchemy==2.1.9 \
+        scipy==1.17.1 \
  && rm /tmp/base-constraints.txt \
  && python3 -c "import torch, torchvision; \
 v = (torch.__version__.split('+')[0], torchvision.__version__.split('+')[0]); \
