@@ -22,10 +22,11 @@ class Stopped(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line and exit 2 like every other user mistake."""
+    """argparse, but a bad flag raises UsageError like every other user mistake: one line and exit 2
+    under run(), an exception for a caller that parses a command line itself (a sweep's train.py options)."""
 
     def error(self, message):
-        fail(f"{message} (see --help)")
+        raise UsageError(f"{message} (see --help)")
 
 
 def fail(message: str, code: int = 2):

@@ -27,8 +27,8 @@ TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 
 class TrainOptions(cli.Parser):
-    """train.py's parser, built from Config as train.py builds it; a bad flag raises UsageError (the
-    caller adds where it came from) instead of exiting."""
+    """train.py's parser, built from Config as train.py builds it; a bad flag raises UsageError without
+    cli.Parser's "(see --help)" (the caller adds where it came from and where the options are listed)."""
 
     def __init__(self):
         super().__init__(prog="train.py", argument_default=argparse.SUPPRESS, add_help=False)
