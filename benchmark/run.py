@@ -62,7 +62,7 @@ def choose_threads(opts) -> dict:
 
 def measure_all(doc: dict, opts, cfg, base: dict, device, dtype, images, labels, started: float):
     """Every group of stages, the JSON rewritten after each; then the verdicts. A stage past its
-    deadline ends the run (exit 1) with what was measured."""
+    deadline ends the run (cli.Incomplete: exit 1) with what was measured."""
     deadline = partial(Deadline, limit=opts.stage_timeout, on_stuck=partial(stuck, doc, opts.json, started))
     build = partial(build_loader, opts, cfg, device, dtype, images, labels)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -81,7 +81,7 @@ def measure_all(doc: dict, opts, cfg, base: dict, device, dtype, images, labels,
     except StageOverrun as e:
         doc["failed"] = dict(stage=e.stage, message=str(e))
         report.write(finish(doc, device, started), opts.json)
-        cli.fail(f"{e}; the figures so far are in {opts.json}", code=1)
+        raise cli.Incomplete(f"{e}; the figures so far are in {opts.json}") from None
     report.judge(doc)
     report.write(finish(doc, device, started), opts.json)
 

@@ -21,6 +21,11 @@ class Stopped(Exception):
         self.code = 128 + signum
 
 
+class Incomplete(Exception):
+    """A run that could not finish but kept what it had measured (the message says where); a script
+    exits 1: not the user's mistake, and not a crash either."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag raises UsageError like every other user mistake: one line and exit 2
     under run(), an exception for a caller that parses a command line itself (a sweep's train.py options)."""
@@ -36,12 +41,14 @@ def fail(message: str, code: int = 2):
 
 def run(main):
     """Call main(); a user mistake prints `error: ...` (no traceback) and exits 2; a run stopped by a
-    signal says how to resume and exits 128 + the signal. Library code raises, never exits: a
-    notebook sees the same message as an exception."""
+    signal says how to resume and exits 128 + the signal; one that could not finish exits 1. Library
+    code raises, never exits: a notebook sees the same message as an exception."""
     try:
         main()
     except UserError as e:
         fail(str(e))
+    except Incomplete as e:
+        fail(str(e), code=1)
     except Stopped as e:
         print(e, flush=True)
         sys.exit(e.code)
