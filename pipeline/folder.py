@@ -3,9 +3,11 @@
 open_folder() lists both splits, reading only files with an image extension (IMAGE_EXTENSIONS; other
 files are skipped with a note, hidden ones silently), and decodes every file once, before training,
 with DALI's CPU decoder. A file that would stop a run midway is found up front (DALI is stricter than
-PIL: it refuses a PNG that lost its last bytes), every such file in the same pass: they are reported
-together, or left out with skip_bad_images. The same pass measures the normalisation statistics
-(60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result, broken files included, is cached, keyed by
+PIL: it refuses a PNG that lost its last bytes), and so is one that decodes only with the decoder
+complaining of damaged data (libjpeg-turbo's "Corrupt JPEG data", which would be printed again every
+epoch; other decoder warnings, such as OpenJPEG's assumed colour space, are not damage), every such
+file in the same pass: they are reported together, or left out with skip_bad_images. The same pass
+measures the normalisation statistics (60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result, broken files included, is cached, keyed by
 every image file's path, size and mtime, so a second run over an unchanged folder only lists the files.
 
 On a GPU, training decodes with DALI's "mixed" decoder while this check decodes on the CPU, on
@@ -23,7 +25,9 @@ Training and evaluation then read the files' bytes through the same sources and 
 import hashlib
 import json
 import os
+import re
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +49,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", "
 # folder) crashed 4 of 6 folders at 256 and none of 22 at 16, which decodes CIFAR-10's JPEGs about as
 # fast. The header reader is safe at 256.
 HEADER_BATCH, DECODE_BATCH = 256, 16
-CACHE_VERSION = 2  # bump when what the inspection computes changes: old entries are then ignored
+CACHE_VERSION = 3  # bump when what the inspection computes changes: old entries are then ignored
+# What libjpeg-turbo prints about a JPEG whose data is damaged but which it decodes anyway.
+DAMAGE = re.compile(rb"Corrupt JPEG data|Premature end of JPEG file")
 SHOWN = 3          # paths a one-line message names before "and N more"
 
 
@@ -178,20 +184,20 @@ def _inspect(root: Path, train: list, test: list, image_size) -> dict:
     """Read and decode every file once, with DALI's native log kept off the terminal: the broken files
     (relative to root), the target size, whether to resize, and the training images' mean and std."""
     is_train = dict.fromkeys((f for f, _, _ in train), True) | dict.fromkeys((f for f, _, _ in test), False)
-    with _native_log_dropped():
-        facts, bad = _measure(is_train, image_size)
+    with _native_log_captured() as damage_reported:
+        facts, bad = _measure(is_train, image_size, damage_reported)
     prefix = len(os.path.join(root, ""))
     return dict(facts, bad=[f[prefix:] for f in is_train if f in bad])
 
 
-def _measure(is_train: dict, image_size) -> tuple:
-    """(facts, the set of files that cannot be decoded); facts' mean and std are those of the training
-    files that decode, None if none does (open_folder then refuses the folder)."""
+def _measure(is_train: dict, image_size, damage_reported) -> tuple:
+    """(facts, the set of files that cannot be decoded cleanly); facts' mean and std are those of the
+    training files that decode, None if none does (open_folder then refuses the folder)."""
     files = list(is_train)
     # Headers first: DALI 2.4's decoder can kill the process (SIGSEGV) on a batch holding a file it
     # cannot parse (empty, text named .jpg, a JPEG cut inside its header), while its header reader
     # fails cleanly. Only files whose headers parse are decoded.
-    outputs, bad = _run_all(_header_pipeline, files, HEADER_BATCH)
+    outputs, bad = _run_all(_header_pipeline, files, HEADER_BATCH, damage_reported)
     parsed = [f for f in files if f not in bad]
     hw = outputs[0] if outputs else np.zeros((0, 2), int)
     train_hw = hw[[is_train[f] for f in parsed]]
@@ -199,8 +205,8 @@ def _measure(is_train: dict, image_size) -> tuple:
         return dict(image_size=image_size, resize=False, mean=None, std=None), bad
     image_size = image_size or _own_size([f for f in parsed if is_train[f]], train_hw)
     resize = bool((hw != image_size).any())
-    outputs, undecoded = _run_all(_stats_pipeline, parsed, DECODE_BATCH, image_size=image_size,
-                                  resize=resize)
+    outputs, undecoded = _run_all(_stats_pipeline, parsed, DECODE_BATCH, damage_reported,
+                                  image_size=image_size, resize=resize)
     rows = [is_train[f] for f in parsed if f not in undecoded]
     sums, squares = (o[rows] for o in outputs) if outputs else (np.zeros((0, 3)),) * 2
     pixels = len(sums) * image_size ** 2
@@ -222,64 +228,85 @@ def _own_size(files: list, hw: np.ndarray) -> int:
     return int(hw[0, 0])
 
 
-def _run_all(pipeline_fn, files: list, batch_size: int, **graph) -> tuple:
+class _Complained(RuntimeError):
+    """The decoders told of damaged data during a run that returned."""
+
+
+def _run_all(pipeline_fn, files: list, batch_size: int, damage_reported, **graph) -> tuple:
     """(each output of pipeline_fn, one row per file it runs on, in order; the set of files it fails
-    on), run on the CPU in batches. A failed run kills the pipeline without saying which sample failed:
-    that batch is searched by halves, and the rest goes on in a new pipeline."""
+    on), run on the CPU in batches. A failed run kills the pipeline without saying which sample failed,
+    and damage_reported() (whether the native log told of damaged data since its last call) does not
+    say either: that batch is searched by halves, and the rest goes on in a new pipeline."""
     parts, bad, pipe = [], set(), None
     for start in range(0, len(files), batch_size):
         batch = files[start:start + batch_size]
         if pipe is None:
             pipe = _pipeline(pipeline_fn, files[start:], graph, batch_size)
         try:
-            parts.append(_rows(pipe.run(), len(batch)))
-        except RuntimeError:
+            parts.append(_run(pipe, len(batch), damage_reported))
+        except RuntimeError as error:
             pipe = None
-            found, failing = _search(pipeline_fn, batch, graph)
-            if not failing:  # no file fails alone: not the data's fault
+            found, failing = _search(pipeline_fn, batch, graph, damage_reported)
+            if not failing and not isinstance(error, _Complained):  # no file fails alone: not the data
                 raise
             parts, bad = parts + found, bad | set(failing)
     return [np.concatenate(rows) for rows in zip(*parts)], bad
 
 
-def _search(pipeline_fn, files: list, graph: dict) -> tuple:
+def _search(pipeline_fn, files: list, graph: dict, damage_reported) -> tuple:
     """Files that failed together: (the rows of those that run, the list of those that fail alone)."""
     if len(files) == 1:
         return [], files
     parts, failing = [], []
     for half in (files[:len(files) // 2], files[len(files) // 2:]):
         try:
-            parts.append(_rows(_pipeline(pipeline_fn, half, graph, len(half)).run(), len(half)))
+            pipe = _pipeline(pipeline_fn, half, graph, len(half))
+            parts.append(_run(pipe, len(half), damage_reported))
         except RuntimeError:
-            found, more = _search(pipeline_fn, half, graph)
+            found, more = _search(pipeline_fn, half, graph, damage_reported)
             parts, failing = parts + found, failing + more
     return parts, failing
 
 
 def _pipeline(pipeline_fn, files: list, graph: dict, batch_size: int):
+    """Synchronous (no prefetching): whatever the decoders write during a run belongs to its batch."""
     return pipeline_fn(files=files, **graph, batch_size=batch_size, num_threads=os.cpu_count() or 1,
-                       device_id=None)
+                       device_id=None, exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
 
 
-def _rows(outputs, n: int) -> list:
-    return [out.as_array()[:n] for out in outputs]  # the reader pads the last batch
+def _run(pipe, n: int, damage_reported) -> list:
+    """The next batch's outputs, n rows each (the reader pads the last batch); _Complained if the
+    decoders told of damaged data meanwhile."""
+    damage_reported()  # what building the pipeline wrote is no file's
+    rows = [out.as_array()[:n] for out in pipe.run()]
+    if damage_reported():
+        raise _Complained()
+    return rows
 
 
 @contextmanager
-def _native_log_dropped():
+def _native_log_captured():
     """DALI's C++ side (nvImageCodec, libjpeg-turbo, libpng) writes to file descriptor 2 itself, dozens
-    of lines per broken file, which Python's sys.stderr never sees: point the descriptor at /dev/null
-    meanwhile. open_folder's one line says what they would have. The pipelines must be gone before
-    it is restored (each is dropped by the function that made it), or their prefetching would write."""
+    of lines per broken file, which Python's sys.stderr never sees: point the descriptor at a temporary
+    file meanwhile, and yield a function saying whether what was written since its last call tells of
+    damaged data. open_folder's one line says what they would have. The pipelines must be gone before the
+    descriptor is restored (each is dropped by the function that made it)."""
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        read = 0
+
+        def damage_reported() -> bool:
+            nonlocal read
+            new = os.pread(log.fileno(), os.fstat(log.fileno()).st_size - read, read)
+            read += len(new)
+            return DAMAGE.search(new) is not None
+        try:
+            os.dup2(log.fileno(), 2)
+            yield damage_reported
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _broken(bad: list, listing: Path) -> DataError:

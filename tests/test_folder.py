@@ -330,13 +330,31 @@ def test_one_broken_file_is_named_alone(tmp_path):
     assert not list((tmp_path / "cache").glob("*.txt"))  # no list for one file
 
 
+def test_a_jpeg_decoded_only_with_damage_reported_is_a_broken_file(tmp_path, capfd):
+    """libjpeg-turbo decodes a JPEG whose entropy-coded data is damaged, printing "Corrupt JPEG data"
+    at every decode (every epoch): the inspection, which reads the native log, finds it up front."""
+    root = small_folder(tmp_path / "data")
+    damaged = root / "train" / "b" / "3.jpg"
+    data = bytearray(damaged.read_bytes())
+    at = (data.find(b"\xff\xda") + len(data)) // 2  # in the scan, past its start-of-scan marker
+    data[at:at + 4] = b"\xff\xd0\x00\xff"  # a restart marker where none belongs
+    damaged.write_bytes(bytes(data))
+    # DALI decodes it, and says so only on descriptor 2.
+    rows, bad = folder_module._run_all(folder_module._stats_pipeline, [str(damaged)], 1, lambda: False,
+                                       image_size=32, resize=False)
+    assert len(rows[0]) == 1 and not bad and "Corrupt JPEG data" in capfd.readouterr().err
+    with pytest.raises(DataError, match=f"^{re.escape(str(damaged))} cannot be read or decoded as an image"):
+        open_(root, tmp_path)
+    assert capfd.readouterr().err == ""
+
+
 def test_dali_native_log_stays_off_the_terminal(tmp_path, capfd):
     """DALI's C++ side writes to descriptor 2 itself (Python's sys.stderr never sees it), so this is
     checked at the descriptor: the one error line, nothing else."""
     root = small_folder(tmp_path / "data")
     bad = break_some(root)
     # Without the inspection's redirection the same header reader does print.
-    folder_module._run_all(folder_module._header_pipeline, bad[1:2], 1)
+    folder_module._run_all(folder_module._header_pipeline, bad[1:2], 1, lambda: False)
     assert "[jpeg_parser]" in capfd.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli.run(lambda: open_(root, tmp_path))

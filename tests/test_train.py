@@ -324,6 +324,9 @@ def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_met
     assert [r["val_count"] for r in state["history"]] == [24, 24]  # 20 % of the 120 training images
     assert state["classes"][0] == "airplane" and state["config"]["model"] == "resnet18"
     assert len(state["lr_steps"]) == 2 * 3 and state["batch_size"] == 32
+    # Each row's LR is its epoch's last step's: OneCycle ends at its floor (not back at its peak).
+    assert [r["lr"] for r in state["history"]] == state["lr_steps"][2::3]
+    assert state["history"][-1]["lr"] < 1e-3 * result.config.lr
     assert not same_weights(state["ema"], state["model"]) and "ema_test_acc" in state["history"][0]
     best = checkpoint.load(out / "best.pt")
     assert best["history"][-1]["val_acc"] == max(r["val_acc"] for r in state["history"])

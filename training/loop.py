@@ -214,7 +214,9 @@ def end_epoch(run: Run, cfg: Config, sums: list, metrics: dict, timing: dict, tr
     batch where it cut the LR); the best validation accuracy. timing: train_seconds (the steps, for
     img/s) and seconds (the epoch's wall time, evaluation included)."""
     loss_sum, correct, seen = sums
-    row = dict(epoch=run.epoch + 1, lr=run.optimizer.param_groups[0]["lr"], batch_size=run.batch_size * world,
+    # lr: the epoch's last step's, not the optimizer's now (the next step's: past OneCycle's end it is
+    # its peak again).
+    row = dict(epoch=run.epoch + 1, lr=run.lr_steps[-1], batch_size=run.batch_size * world,
                train_loss=loss_sum / seen, train_acc=correct / seen, train_count=int(seen),
                img_s=seen / timing["train_seconds"], **timing)
     for name, m in metrics.items():
