@@ -1,6 +1,7 @@
 """train.py and the training package: config, optimizers, schedules, the recipe's options, the LR range
 test, runs from the command line and from Python, divergence, and user mistakes (resuming: test_resume.py)."""
 import csv
+import threading
 
 import numpy as np
 import pytest
@@ -396,9 +397,16 @@ def test_a_non_finite_value_stops_the_run_before_any_checkpoint(data_dir, tmp_pa
                                                                  monkeypatch, how, says):
     monkeypatch.setattr(loop, "build_model", poisoned(how))
     out = tmp_path / "run"
+    writers = tensorboard_writers()
     err = fails(train.main, ["--data-dir", data_dir, "--out", out, *TINY, "--epochs", "2"], capsys)
     assert says in err and "no checkpoint written" in err
     assert not (out / "last.pt").exists()
+    assert tensorboard_writers() == writers, "the stopped run closed its TensorBoard writer"
+
+
+def tensorboard_writers() -> int:
+    """TensorBoard event writers still open in this process (each holds a thread until closed)."""
+    return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
 
 
 def test_nonfinite_names_parameters_and_float_buffers():

@@ -98,26 +98,27 @@ def fit(cfg: Config) -> Result:
     problem = cfg.compile and devices.compile_problem(cfg.device)
     if problem:
         raise UsageError(f"--compile: {problem}")
-    process = distributed.start(cfg.device, cfg.deterministic)
-    with claim(cfg, process, new_run=resumed is None):
-        setup = prepare(cfg, process)
-        if resumed and resumed["epoch"] >= cfg.epochs:
-            return finished(cfg, resumed, process)
-        if cfg.lr == "auto":
-            setup = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, lr=lr_finder.usable_lr(setup)))
-        run, loader, train = start_run(setup, resumed)
-        log = runlog.start(setup.cfg, process, setup.parts, run.epoch, resumed and (run.epoch, run.step))
-        write_skipped(setup)
-        with Guard(process.device, setup.cfg.lr) as guard:
-            for epoch in range(run.epoch, setup.cfg.epochs):
-                if loader.batch_size != run.batch_size:  # --batch-ramp grew it
-                    loader = setup.train_loader(run.batch_size, run.epoch, run.step)
-                one_epoch(setup, run, loader, train, guard, log)
-        result = closing(setup, run, time.perf_counter() - started)
-    if log:
-        log.close()
-    distributed.finish()
-    return result
+    process, log = distributed.start(cfg.device, cfg.deterministic), None
+    try:  # a run that stops (a signal, a bad loss: an exception in a notebook) closes what it opened
+        with claim(cfg, process, new_run=resumed is None):
+            setup = prepare(cfg, process)
+            if resumed and resumed["epoch"] >= cfg.epochs:
+                return finished(cfg, resumed, process)
+            if cfg.lr == "auto":
+                setup = dataclasses.replace(setup, cfg=dataclasses.replace(cfg, lr=lr_finder.usable_lr(setup)))
+            run, loader, train = start_run(setup, resumed)
+            log = runlog.start(setup.cfg, process, setup.parts, run.epoch, resumed and (run.epoch, run.step))
+            write_skipped(setup)
+            with Guard(process.device, setup.cfg.lr) as guard:
+                for epoch in range(run.epoch, setup.cfg.epochs):
+                    if loader.batch_size != run.batch_size:  # --batch-ramp grew it
+                        loader = setup.train_loader(run.batch_size, run.epoch, run.step)
+                    one_epoch(setup, run, loader, train, guard, log)
+            return closing(setup, run, time.perf_counter() - started)
+    finally:
+        if log:
+            log.close()
+        distributed.finish()
 
 
 def start_run(setup: Setup, resumed: dict | None) -> tuple:
@@ -278,7 +279,6 @@ def finished(cfg: Config, resumed: dict, process) -> Result:
     summary = f"{out} already finished its {cfg.epochs} epochs: {runlog.summary(history, cfg.tta)}; {more}"
     if process.main:
         print(summary, flush=True)
-    distributed.finish()
     return Result(cfg, history, out / "last.pt", best_path(cfg, resumed["best_val_acc"]), summary)
 
 
