@@ -10,10 +10,14 @@ train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
 # pytest exits 5 when it collects nothing: that fails here too, as any non-zero exit does.
-# One worker per core (every test runs one thread); --dist loadscope keeps a module on one worker, so
-# a module's shared run (the gpu-check smoke, the torchrun pair) is made once.
+# Every test runs one thread; one worker more than cores, because much of the suite waits on child
+# processes (a Jupyter kernel, torchrun's rendezvous, PostgreSQL, a checkpoint to appear) and the extra
+# worker fills those waits (2 cores: 215 s against 232-241 s with one worker per core). --dist loadscope
+# keeps a module on one worker, so a module's shared run (the gpu-check smoke, the torchrun pair) is
+# made once.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto --dist loadscope tests $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench.py $(ARGS)
