@@ -26,8 +26,9 @@ def bench(opts: Options):
                 channels_last=opts.channels_last, compile=opts.compile, device=opts.device, seed=opts.seed)
     cfg = config.build(base)
     device = devices.choose(cfg.device)
-    if cfg.compile and devices.compile_problem(device.type):
-        raise UsageError(devices.compile_problem(device.type))
+    problem = cfg.compile and devices.compile_problem(device.type)
+    if problem:
+        raise UsageError(problem)
     images, labels, source = loaders.load_images(opts)
     n = opts.images or (len(labels) if device.type == "cuda" else min(len(labels), CPU_IMAGES))
     if n > len(labels):

@@ -14,6 +14,7 @@ from .tensor_loader import TensorLoader
 
 KINDS = ("cifar10", "imagefolder")
 LOADERS = ("dali", "torch")  # the training loader: DALI's pipeline, or pipeline.TensorLoader (CIFAR-10)
+TEST_SUBSET_SEED = 0  # a test limit picks the same images in every run (any --seed) and in viz.py
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,6 @@ def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True
     return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes,
                    c.mean, c.std, c.train_images.shape[1], TensorLoader if loader == "torch" else train_loader,
                    eval_loader, note)
-
-
-TEST_SUBSET_SEED = 0  # a test limit picks the same images in every run (any --seed) and in viz.py
 
 
 def test_subset(labels, n: int) -> np.ndarray:

@@ -7,8 +7,9 @@ PIL: it refuses a PNG that lost its last bytes), and so is one that decodes only
 complaining of damaged data (libjpeg-turbo's "Corrupt JPEG data", which would be printed again every
 epoch; other decoder warnings, such as OpenJPEG's assumed colour space, are not damage), every such
 file in the same pass: they are reported together, or left out with skip_bad_images. The same pass
-measures the normalisation statistics (60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result, broken files included, is cached, keyed by
-every image file's path, size and mtime, so a second run over an unchanged folder only lists the files.
+measures the normalisation statistics (60,000 CIFAR-10 JPEGs: about 4 s on 2 cores). Its result,
+broken files included, is cached, keyed by every image file's path, size and mtime, so a second run
+over an unchanged folder only lists the files.
 
 On a GPU, training decodes with DALI's "mixed" decoder while this check decodes on the CPU, on
 purpose: it runs before any GPU work, needs no GPU to run or to test, and one cache entry serves both
@@ -289,8 +290,8 @@ def _native_log_captured():
     """DALI's C++ side (nvImageCodec, libjpeg-turbo, libpng) writes to file descriptor 2 itself, dozens
     of lines per broken file, which Python's sys.stderr never sees: point the descriptor at a temporary
     file meanwhile, and yield a function saying whether what was written since its last call tells of
-    damaged data. open_folder's one line says what they would have. The pipelines must be gone before the
-    descriptor is restored (each is dropped by the function that made it)."""
+    damaged data. open_folder's one line says what they would have. The pipelines must be gone before
+    the descriptor is restored (each is dropped by the function that made it)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as log:

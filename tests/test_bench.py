@@ -291,8 +291,8 @@ def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
     "compiles ResNet18 for real: ~40 s per mode on 2 idle cores, 1-2 minutes on busy ones (measured), past "
     "the suite's budget; the variants are tested above with an eager stand-in. BENCH_COMPILE=1 runs it"))
 def test_the_compiled_fast_paths_run_for_real(tmp_path):
-    if devices.compile_problem("cpu"):
-        pytest.skip(devices.compile_problem("cpu"))
+    if problem := devices.compile_problem("cpu"):
+        pytest.skip(problem)
     out, asked = tmp_path / "bench.json", ["fp32:eager", "fp32:default", "fp32:reduce-overhead"]
     assert run_in_process(*TINY, "--threads", 1, "--fast-paths", "--fast-path-variants", *asked,
                           "--json", out) == 0
