@@ -44,8 +44,10 @@ def prepare(cfg: Config, process: Process) -> Setup:
     """Open and check the data (a missing or broken dataset fails here, before anything is written)."""
     data = pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size, loader=cfg.loader,
                                  skip_bad_images=cfg.skip_bad_images)
-    if data.note and process.main:
-        print(f"note: {data.note}", file=sys.stderr, flush=True)
+    emulated = devices.emulated_bf16(cfg.precision, process.device)
+    for note in (data.note, emulated) if process.main else ():
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
     return Setup(cfg, process, data, split(cfg, data), precision(cfg, process.device))
 
 
