@@ -36,10 +36,12 @@ def load_model(state: dict, path, device) -> nn.Module:
 
 
 def open_data(state: dict, data_dir: str) -> pipeline.Dataset:
-    """The run's dataset (never downloaded: viz explains what exists), checked against its classes."""
+    """The run's test data as the checkpoint recorded it (classes, image size, whether broken files were
+    left out), checked against its classes; never downloaded (viz explains what exists), and an image
+    folder's training split is never opened: viz does not need it."""
     cfg = state["config"]
-    data = pipeline.open_dataset(cfg.get("data", "cifar10"), data_dir, cfg.get("image_size", 0),
-                                 download=False)
+    data = pipeline.open_dataset(cfg.get("data", "cifar10"), data_dir, state["image_size"], download=False,
+                                 skip_bad_images=cfg.get("skip_bad_images", False), classes=state["classes"])
     if list(data.classes) != list(state["classes"]):
         raise pipeline.DataError(f"{data_dir} holds classes {list(data.classes)[:4]}..., the checkpoint "
                                  f"{list(state['classes'])[:4]}...: pass the run's data with --data-dir")

@@ -32,15 +32,16 @@ class Dataset:
 
 
 def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True,
-                 skip_bad_images: bool = False, loader: str = "dali") -> Dataset:
-    """loader "torch" trains from pipeline.TensorLoader (same keywords; evaluation stays DALI's)."""
+                 skip_bad_images: bool = False, loader: str = "dali", classes=None) -> Dataset:
+    """loader "torch" trains from pipeline.TensorLoader (same keywords; evaluation stays DALI's).
+    classes: a trained run's, to evaluate it: an image folder's training split is then never opened."""
     if loader not in LOADERS:
         raise UsageError(f"--loader {loader!r}: choose from {', '.join(LOADERS)}")
     if kind == "imagefolder" and loader == "torch":
         raise UsageError("--loader torch trains on CIFAR-10 only (its uint8 images resident on the device); "
                          "image folders are decoded by DALI: use --loader dali")
     if kind == "imagefolder":
-        f = open_folder(data_dir, image_size or None, skip_bad_images=skip_bad_images)
+        f = open_folder(data_dir, image_size or None, skip_bad_images=skip_bad_images, classes=classes)
         return Dataset((f.train_files, f.train_labels), (f.test_files, f.test_labels), f.classes,
                        f.mean, f.std, f.image_size, partial(train_loader, decode=f.decode),
                        partial(eval_loader, decode=f.decode), f.note, f.bad_files)

@@ -89,12 +89,18 @@ class FolderSet:
         return "; ".join(notes)
 
 
-def open_folder(root, image_size=None, cache_dir=None, skip_bad_images=False) -> FolderSet:
+def open_folder(root, image_size=None, cache_dir=None, skip_bad_images=False, classes=None) -> FolderSet:
     """Scan and check ROOT/train and ROOT/test; image_size None means the training images' own size.
     Files that cannot be decoded raise DataError naming them all, or are left out (bad_files) with
-    skip_bad_images. The inspection is cached under cache_dir (default: the user's cache, see _cache_dir)."""
+    skip_bad_images. The inspection is cached under cache_dir (default: the user's cache, see _cache_dir).
+    classes: a trained run's (with its image_size): only the test split is read, labelled by them, and
+    the training split is never opened (viz explains a run whose training files may be gone or broken);
+    mean and std are then empty (the run's are in its checkpoint)."""
     root = Path(root)
-    classes, train, not_images = _scan(root / "train")
+    train, not_images = [], []
+    if classes is None:
+        classes, train, not_images = _scan(root / "train")
+    classes = tuple(classes)
     _, test, more = _scan(root / "test", classes)
     key = _fingerprint(root, train, test, image_size)
     cache_dir = Path(cache_dir or _cache_dir())
@@ -111,7 +117,7 @@ def open_folder(root, image_size=None, cache_dir=None, skip_bad_images=False) ->
         train_files=np.array([f for f, _, _ in train]), train_labels=np.array([y for _, y, _ in train]),
         test_files=np.array([f for f, _, _ in test]), test_labels=np.array([y for _, y, _ in test]),
         classes=classes, image_size=facts["image_size"], resize=facts["resize"],
-        mean=tuple(facts["mean"]), std=tuple(facts["std"]),
+        mean=tuple(facts["mean"] or ()), std=tuple(facts["std"] or ()),
         not_images=tuple(f[prefix:] for f in not_images + more), bad_files=tuple(bad))
 
 
@@ -202,7 +208,7 @@ def _measure(is_train: dict, image_size, damage_reported) -> tuple:
     parsed = [f for f in files if f not in bad]
     hw = outputs[0] if outputs else np.zeros((0, 2), int)
     train_hw = hw[[is_train[f] for f in parsed]]
-    if not len(train_hw):
+    if not len(train_hw) and not image_size:  # no size to decode the test files to
         return dict(image_size=image_size, resize=False, mean=None, std=None), bad
     image_size = image_size or _own_size([f for f in parsed if is_train[f]], train_hw)
     resize = bool((hw != image_size).any())

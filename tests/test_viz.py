@@ -6,6 +6,7 @@ import io
 import json
 import pickle
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -15,12 +16,14 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import pipeline
+import train
 import viz
 from common.cli import UsageError, UserError
 from explain import Explanation, attacks, cams, evaluation, faithfulness, figures, layers
 from explain.pixels import normalise, to_pixels
 from nets import checkpoint
 from tests.conftest import fails
+from tests.test_folder import small_folder
 from training.step import logits_of
 
 N, LIMIT_TEST = 4, 120  # LIMIT_TEST: the shared run's --limit-test
@@ -331,3 +334,24 @@ def test_viz_explains_the_moving_average_when_the_run_kept_one(trained_run):
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
     model = evaluation.load_model({**state, "ema": ema}, trained_run / "last.pt", torch.device("cpu"))
     assert torch.equal(model.fc.weight, ema["fc.weight"]) and not model.training
+
+
+def test_viz_explains_a_run_that_left_broken_images_out_without_opening_the_training_split(tmp_path,
+                                                                                           monkeypatch):
+    """The checkpoint says what the run read (classes, size, --skip-bad-images): viz reads the test
+    split alone, leaves out the same broken files, and never opens train/ (here it is gone)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = small_folder(tmp_path / "data", n_train=8, n_test=3)
+    (root / "train" / "a" / "1.jpg").write_bytes(b"not an image\n")
+    (root / "test" / "b" / "0.jpg").write_bytes(b"")
+    run = tmp_path / "run"
+    train.main(["--data", "imagefolder", "--data-dir", str(root), "--out", str(run), "--device", "cpu",
+                "--epochs", "1", "--batch-size", "8", "--precision", "fp32", "--scheduler", "none",
+                "--skip-bad-images"])
+    shutil.rmtree(root / "train")
+    with contextlib.redirect_stdout(io.StringIO()):
+        viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu"])
+    summary = json.loads((run / "viz" / "summary.json").read_text())
+    trained = checkpoint.load(run / "last.pt")["history"][-1]
+    assert summary["test_images"] == trained["test_count"] == 5  # the broken test file left out as in training
+    assert summary["accuracy"] == pytest.approx(trained["ema_test_acc"])  # the same images, the same weights
