@@ -39,9 +39,14 @@ def variant(text: str) -> str:
 
 def runnable(variants, device) -> tuple:
     """(the variants this machine can run, {variant: why not}): a compiled one needs what
-    common.device.compile_problem looks for (a C or C++ compiler, Python.h)."""
+    common.device.compile_problem looks for (a C or C++ compiler, Python.h); a precision this CPU
+    only emulates would take minutes a step and say nothing about a machine that has it."""
     problem = devices.compile_problem(device.type)
-    skipped = {v: problem for v in variants if problem and not v.endswith(":eager")}
+    skipped = {}
+    for v in variants:
+        why = devices.emulated_bf16(v.split(":")[0], device) or (problem if not v.endswith(":eager") else None)
+        if why:
+            skipped[v] = why
     return [v for v in variants if v not in skipped], skipped
 
 

@@ -1,6 +1,8 @@
-"""How close to the hardware's limits: the training step's FLOP/s against the GPU's dense bf16 peak, and
-each pipeline's bytes moved per second against the GPU's memory bandwidth. Unknown hardware (any CPU,
-an unlisted GPU) gets the achieved figures and null fractions."""
+"""How close to the hardware's limits: the training step's FLOP/s against the device's peak in the step's
+precision (a listed GPU's dense bf16 tensor-core peak; a CPU's fp32 vector peak, estimated from its
+flags and clock), and each pipeline's bytes moved per second against the GPU's memory bandwidth.
+Unknown peaks (an unlisted GPU, bf16 on a CPU) get the achieved figures and null fractions."""
+import os
 import re
 
 from torch.utils.flop_counter import FlopCounterMode
@@ -18,10 +20,31 @@ GPUS = (
 )
 
 
-def hardware(name: str, gpu: bool) -> dict:
-    """{bf16_peak_tflops, memory_gbps} of the GPU called name; None for what is not known."""
+FMA_PIPES = 2  # vector FMA units per core on every x86-64 core this targets (Skylake-SP on, Zen 2 on)
+
+
+def hardware(name: str, gpu: bool, threads: int = 1) -> dict:
+    """{bf16_peak_tflops, fp32_peak_tflops, memory_gbps}: a listed GPU's bf16 peak and bandwidth, a
+    CPU's fp32 peak over the threads the run uses; None for what is not known."""
     match = next((row for row in GPUS if gpu and re.search(row[0], name)), (None, None, None))
-    return dict(bf16_peak_tflops=match[1], memory_gbps=match[2])
+    return dict(bf16_peak_tflops=match[1], fp32_peak_tflops=None if gpu else cpu_fp32_peak(threads),
+                memory_gbps=match[2])
+
+
+def cpu_fp32_peak(cores: int, cpuinfo="/proc/cpuinfo") -> float | None:
+    """FMA lanes x 2 FLOPs x FMA_PIPES x clock x cores, in TFLOP/s. The clock is the one /proc/cpuinfo
+    reports (in a VM often the base clock: turbo can lift a fraction of it past 1). AMD before Zen 5
+    (family 26) splits a 512-bit FMA into two 256-bit halves, so only Intel and Zen 5 count 16 lanes."""
+    try:
+        with open(cpuinfo) as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in fields.items()}
+        flags, mhz = info["flags"].split(), float(info["cpu MHz"])
+    except (OSError, KeyError, ValueError):
+        return None
+    wide = "avx512f" in flags and (info.get("vendor_id") == "GenuineIntel" or int(info.get("cpu family", 0)) >= 26)
+    lanes = 16 if wide else 8 if "fma" in flags else 4
+    return lanes * 2 * FMA_PIPES * mhz * 1e6 * cores / 1e12
 
 
 def step_flops(step, x, y) -> int:
@@ -31,12 +54,18 @@ def step_flops(step, x, y) -> int:
     return counter.get_total_flops()
 
 
-def compute(results: dict, model_stages, flops_per_image: float, peak_tflops) -> dict:
-    """{stage: achieved TFLOP/s and its fraction of the peak} for the stages that train."""
+def peak_for(device: dict, precision: str):
+    """The device's peak in TFLOP/s for a step in this precision (fp16 runs on bf16's tensor cores)."""
+    return device["fp32_peak_tflops"] if precision == "fp32" else device["bf16_peak_tflops"]
+
+
+def compute(results: dict, peaks: dict, flops_per_image: float) -> dict:
+    """{stage: achieved TFLOP/s and its fraction of the peak} for each stage of peaks ({stage: the peak
+    in that stage's precision, or None})."""
     out = {}
-    for stage in model_stages:
+    for stage, peak in peaks.items():
         achieved = flops_per_image * results[stage]["median"] / 1e12
-        out[stage] = dict(tflops=achieved, fraction_of_peak=achieved / peak_tflops if peak_tflops else None)
+        out[stage] = dict(tflops=achieved, fraction_of_peak=achieved / peak if peak else None)
     return out
 
 

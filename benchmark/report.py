@@ -72,6 +72,8 @@ def judge(report: dict):
                           for name, f in figures.items() if f["unreliable"]]
     report["warnings"] += [verdict.tax_said(t, NAMES[k]) for k, t in report["verdicts"]["taxes"].items()
                            if t["impossible"]]
+    if c.get("precision_emulated"):
+        report["warnings"].append(f"the model stages: {c['precision_emulated']}")
     if c["fast_paths"]:
         report["warnings"] += [f"{fastpaths.label(k)}: not measured: {why}"
                                for k, why in c["fast_path_skipped"].items()]
@@ -207,8 +209,9 @@ def limit_table(report: dict) -> str:
             for k, v in lim["model"].items()]
     rows += [[LABELS[k], f"{v['gbps']:.3g} GB/s", share(v["fraction_of_bandwidth"])]
              for k, v in lim["pipelines"].items()]
+    fp32 = "" if dev["fp32_peak_tflops"] is None else f"fp32 {dev['fp32_peak_tflops']:.3g} TFLOP/s (estimated), "
     return (f"{lim['flops_per_image'] / 1e9:.2f} GFLOP per training image; peaks of this device: bf16 "
-            f"{dev['bf16_peak_tflops'] or 'unknown'} TFLOP/s, memory "
+            f"{dev['bf16_peak_tflops'] or 'unknown'} TFLOP/s, {fp32}memory "
             f"{dev['memory_gbps'] or 'unknown'} GB/s\n\n"
             + markdown(["stage", "achieved", "of the peak"], rows))
 

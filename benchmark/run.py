@@ -94,7 +94,7 @@ def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape)
     steps = opts.model_steps or (n // cfg.batch_size if gpu else 1)
     rounds = opts.model_repeats or (opts.repeats if gpu else min(opts.repeats, 2))
     return dict(
-        device={**described, **limits.hardware(described["name"], gpu)},
+        device={**described, **limits.hardware(described["name"], gpu, opts.threads)},
         versions=report.versions(),
         config=dict(model=cfg.model, batch_size=cfg.batch_size, precision=cfg.precision,
                     loader_dtype=str(dtype).removeprefix("torch."), dataloader_dtype="float32",
@@ -102,7 +102,8 @@ def header(opts, cfg, device, dtype, source: str, n: int, available: int, shape)
                     warmup=opts.warmup, run_seconds=opts.run_seconds, model_repeats=rounds, model_steps=steps,
                     seed=cfg.seed, stage_timeout=opts.stage_timeout,
                     fast_paths=gpu if opts.fast_paths is None else opts.fast_paths,
-                    fast_path_variants=variants, fast_path_skipped=skipped),
+                    fast_path_variants=variants, fast_path_skipped=skipped,
+                    precision_emulated=devices.emulated_bf16(cfg.precision, device)),
         data=dict(source=source, synthetic=bool(opts.synthetic), images=n, available=available,
                   image_shape=list(shape)),
         results={},
@@ -156,8 +157,8 @@ def measure_fast_paths(doc: dict, opts, base: dict, device, batch, deadline, syn
     found = fastpaths.measure(c["fast_path_variants"], base, device, batch, deadline, warmup=opts.warmup,
                               repeats=c["model_repeats"], steps_per_run=c["model_steps"], sync=sync,
                               progress=progress, save=saved)
-    doc["limits"]["fast_paths"] = limits.compute(found, found, doc["limits"]["flops_per_image"],
-                                                 doc["device"]["bf16_peak_tflops"])
+    peaks = {name: limits.peak_for(doc["device"], f["precision"]) for name, f in found.items()}
+    doc["limits"]["fast_paths"] = limits.compute(found, peaks, doc["limits"]["flops_per_image"])
     saved(found)
 
 
@@ -173,10 +174,10 @@ def limits_of(doc: dict, flops_per_image: float, dtype) -> dict:
     image read plus the output written (each loader's dtype: the DataLoader's is float32)."""
     pixels = doc["data"]["image_shape"][0] * doc["data"]["image_shape"][1] * 3
     out_bytes = {"dali": dtype.itemsize, "torch_ops": dtype.itemsize, "dataloader": 4}
+    peak = limits.peak_for(doc["device"], doc["config"]["precision"])
     moved = {f"pipeline_{k}": pixels * (1 + b) for k, b in out_bytes.items()}
     return dict(flops_per_image=flops_per_image,
-                model=limits.compute(doc["results"], stages.MODELS, flops_per_image,
-                                     doc["device"]["bf16_peak_tflops"]),
+                model=limits.compute(doc["results"], dict.fromkeys(stages.MODELS, peak), flops_per_image),
                 pipelines=limits.traffic(doc["results"], moved, doc["device"]["memory_gbps"]))
 
 

@@ -37,7 +37,9 @@ TINY = ["--device", "cpu", "--synthetic", "8", "--batch-size", "8", "--repeats",
         "--workers", "1", "--run-seconds", "0"]
 
 
-VARIANTS = ["bf16:eager", "fp32:eager", "bf16:reduce-overhead"]
+# bf16 where this CPU has it natively; a CPU that only emulates it skips those variants, with the reason.
+VARIANTS = ["bf16:eager", "fp32:eager", "fp32:reduce-overhead"]
+PRECISION = "bf16" if devices.cpu_has_native_bf16() else "fp32"  # what --precision auto picks here
 
 
 def run_in_process(*args):
@@ -79,6 +81,7 @@ def tiny(tmp_path_factory):
                            stderr=stderr.getvalue(), modes=modes, png=out.with_suffix(".png"))
 
 
+@pytest.mark.precision
 def test_tiny_run_writes_every_figure(tiny):
     stdout, stderr = tiny.stdout, tiny.stderr
     report = tiny.report
@@ -88,7 +91,7 @@ def test_tiny_run_writes_every_figure(tiny):
     config = report["config"]
     assert (config["batch_size"], config["workers"], config["repeats"], config["model_steps"]) == (8, 1, 2, 1)
     assert config["model_repeats"] == 2 and config["run_seconds"] == 0
-    assert config["precision"] == "bf16" and config["loader_dtype"] == "float32" and config["channels_last"]
+    assert config["precision"] == PRECISION and config["loader_dtype"] == "float32" and config["channels_last"]
     # One thread: on a busy shared machine two threads wait on each other (5x slower steps).
     assert (config["threads"], config["torch_threads"], config["dali_threads"]) == (1, 1, 1)
     assert config["threads_from"] == "--threads" and config["others_cores_start"] is None
@@ -106,7 +109,7 @@ def test_tiny_run_writes_every_figure(tiny):
         assert r["unreliable"] == verdict.reasons(r)
         assert stderr.count(f"] {key} ") == (3 if key.startswith("pipeline") else 2) + (key == "model_only")
     check_ratios(report["ratios"], results)
-    check_limits(report["limits"], results)
+    check_limits(report["limits"], results, report["device"])
     assert set(report["verdicts"]["comparisons"]) == {
         f"{kind}_dali_over_{peer}" for kind in ("pipeline", "e2e") for peer in ("torch_ops", "dataloader")}
     assert set(report["recommendation"]) == {"loader", "precision", "compile"}
@@ -142,19 +145,24 @@ def check_ratios(ratios: dict, results: dict):
     assert ratios["data_loading_tax"] == pytest.approx(1 - ratios["e2e_dali_over_model_only"])
 
 
-def check_limits(found: dict, results: dict):
-    """Counted, not assumed: a ResNet18 training step is ~3x its 0.56 GMAC forward pass per image."""
+def check_limits(found: dict, results: dict, device: dict):
+    """Counted, not assumed: a ResNet18 training step is ~3x its 0.56 GMAC forward pass per image. A CPU's
+    peak is known in fp32 only."""
     assert 3.0e9 < found["flops_per_image"] < 3.6e9
+    assert device["bf16_peak_tflops"] is None and device["fp32_peak_tflops"] == limits.cpu_fp32_peak(1)
     for stage in MODELS:
         achieved = found["flops_per_image"] * results[stage]["median"] / 1e12
         assert found["model"][stage]["tflops"] == pytest.approx(achieved)
-        assert found["model"][stage]["fraction_of_peak"] is None  # no known peak for a CPU
+        peak = device["fp32_peak_tflops"] if PRECISION == "fp32" else None
+        expected = achieved / peak if peak else None
+        assert found["model"][stage]["fraction_of_peak"] == (expected and pytest.approx(expected))
     for stage in PIPELINES:  # a 32x32x3 uint8 image read, float32 written
         p = found["pipelines"][stage]
         assert p["bytes_per_image"] == 3072 * 5 and p["fraction_of_bandwidth"] is None
         assert p["gbps"] == pytest.approx(3072 * 5 * results[stage]["median"] / 1e9)
 
 
+@pytest.mark.precision
 def test_a_busy_machine_marks_the_stage_unreliable_in_the_json_the_table_and_the_picture(tiny):
     report, stdout = tiny.report, tiny.stdout
     results, comparisons = report["results"], report["verdicts"]["comparisons"]
@@ -184,11 +192,15 @@ def test_a_busy_machine_marks_the_stage_unreliable_in_the_json_the_table_and_the
     assert len([t for t in ax.get_yticks() if bottom <= t <= top]) >= 3  # 1, 2, 5 of each decade
 
 
+@pytest.mark.precision
 def test_the_fast_paths_train_each_variant_and_say_what_they_would_choose(tiny):
     report = tiny.report
     assert tiny.modes == ["reduce-overhead"]  # eager variants are not compiled
-    variants = report["fast_paths"]["variants"]
-    assert list(variants) == VARIANTS and report["config"]["fast_path_variants"] == VARIANTS
+    variants, kept = report["fast_paths"]["variants"], [v for v in VARIANTS if PRECISION == "bf16" or "bf16" not in v]
+    assert list(variants) == kept and report["config"]["fast_path_variants"] == kept
+    emulated = {v: devices.emulated_bf16("bf16", torch.device("cpu")) for v in VARIANTS if v not in kept}
+    assert report["config"]["fast_path_skipped"] == emulated  # said, not hidden
+    assert all(f"{fastpaths.label(v)}: not measured: {why}" in report["warnings"] for v, why in emulated.items())
     for name, f in variants.items():
         assert f"{f['precision']}:{f['mode']}" == name
         assert f["warmup_seconds"] > 0 and f["gpu_peak_mb"] is None
@@ -197,12 +209,12 @@ def test_the_fast_paths_train_each_variant_and_say_what_they_would_choose(tiny):
         assert tiny.stderr.count(f"] {stage} ") == 3  # built and warmed up, then 2 timed runs
         assert report["limits"]["fast_paths"][name]["tflops"] > 0
     choices = report["recommendation"]
-    assert choices["precision"]["measured_with"] == "eager" and choices["precision"]["current"] == "bf16"
-    assert choices["compile"]["measured_with"] == "bf16" and choices["compile"]["current"] == "eager"
+    assert choices["precision"]["measured_with"] == "eager" and choices["precision"]["current"] == PRECISION
+    assert choices["compile"]["measured_with"] == "fp32" and choices["compile"]["current"] == "eager"
     assert choices["compile"]["fastest"] in ("eager", "reduce-overhead")
-    for what in ("precision (at eager)", "compile mode (at bf16)", "loader (train.py --loader"):
+    for what in ("precision (at eager)", "compile mode (at fp32)", "loader (train.py --loader"):
         assert f"- {what}" in tiny.stdout
-    assert "step bf16, compile reduce-overhead" in tiny.stdout
+    assert "step fp32, compile reduce-overhead" in tiny.stdout
 
 
 def planted(*rates, others=0.0) -> dict:
@@ -212,6 +224,7 @@ def planted(*rates, others=0.0) -> dict:
     return {**figures, "unreliable": verdict.reasons(figures)}
 
 
+@pytest.mark.precision
 def test_planted_figures_make_the_verdicts(tiny):
     """A wide spread, a tie, a win beyond the spread, an impossible tax, and the choices they allow."""
     report = copy.deepcopy(tiny.report)
@@ -219,7 +232,7 @@ def test_planted_figures_make_the_verdicts(tiny):
         pipeline_dali=planted(100, 300, 320), pipeline_torch_ops=planted(50, 52, 55),
         pipeline_dataloader=planted(10, 11, 12), model_only=planted(10, 11, 12),
         e2e_dali=planted(30, 31, 33), e2e_torch_ops=planted(11, 12, 13), e2e_dataloader=planted(9, 10, 11.5))
-    report["fast_paths"]["variants"].update(
+    report["fast_paths"]["variants"] = (
         {name: {**planted(*rates), "gpu_peak_mb": None, "warmup_seconds": 1.0}
          for name, rates in (("bf16:eager", (100, 105, 110)), ("fp32:eager", (120, 122, 125)),
                              ("bf16:reduce-overhead", (105, 108, 115)))})
@@ -304,9 +317,9 @@ def test_without_a_compiler_the_compiled_variants_are_left_out_and_compile_is_re
                                                                                       monkeypatch):
     problem = "torch.compile needs a C++ compiler on the CPU (...): install g++, or leave out --compile"
     monkeypatch.setattr(devices, "compile_problem", lambda device="auto": problem)
-    asked = ["bf16:eager", "bf16:default", "fp16:reduce-overhead"]
+    asked = ["fp32:eager", "fp32:default", "fp16:reduce-overhead"]
     kept, skipped = fastpaths.runnable(asked, torch.device("cpu"))
-    assert kept == ["bf16:eager"] and skipped == {"bf16:default": problem, "fp16:reduce-overhead": problem}
+    assert kept == ["fp32:eager"] and skipped == {"fp32:default": problem, "fp16:reduce-overhead": problem}
     code = run_in_process("--device", "cpu", "--synthetic", "300", "--compile", "--json", tmp_path / "b.json")
     err = capsys.readouterr().err
     assert code == 2 and err == f"error: {problem}\n" and not (tmp_path / "b.json").exists()
@@ -346,17 +359,31 @@ def test_a_call_stuck_past_the_deadline_is_reported_by_the_watchdog(monkeypatch)
     ("NVIDIA H200", True, 989.4, 4800), ("NVIDIA A100-SXM4-80GB", True, 312, 2039),
     ("NVIDIA A100-SXM4-40GB", True, 312, 1555), ("NVIDIA L4", True, 121, 300),
     ("NVIDIA H200 NVL", True, None, None), ("NVIDIA GeForce RTX 4090", True, None, None),
-    ("AMD EPYC 9654", False, None, None),
 ])
 def test_peaks_by_device_name(name, gpu, peak, bandwidth):
-    assert limits.hardware(name, gpu) == dict(bf16_peak_tflops=peak, memory_gbps=bandwidth)
+    assert limits.hardware(name, gpu) == dict(bf16_peak_tflops=peak, fp32_peak_tflops=None, memory_gbps=bandwidth)
     results = {"model_only": dict(median=20_000.0), "pipeline_dali": dict(median=1e6)}
-    model = limits.compute(results, ["model_only"], 3.3e9, peak)["model_only"]
+    model = limits.compute(results, {"model_only": peak}, 3.3e9)["model_only"]
     assert model["tflops"] == pytest.approx(66.0)
     assert model["fraction_of_peak"] == (None if peak is None else pytest.approx(66.0 / peak))
     moved = limits.traffic(results, {"pipeline_dali": 9216}, bandwidth)["pipeline_dali"]
     assert moved["gbps"] == pytest.approx(9.216)
     assert moved["fraction_of_bandwidth"] == (None if bandwidth is None else pytest.approx(9.216 / bandwidth))
+
+
+@pytest.mark.parametrize("vendor, family, flags, per_core_cycle", [
+    ("GenuineIntel", 6, "fma avx2 avx512f", 64),     # two 512-bit FMA pipes
+    ("AuthenticAMD", 25, "fma avx2 avx512f", 32),    # Zen 4: 512-bit FMAs in two 256-bit halves
+    ("AuthenticAMD", 26, "fma avx2 avx512f", 64),    # Zen 5
+    ("AuthenticAMD", 23, "fma avx2", 32), ("GenuineIntel", 6, "sse4_2", 16),
+])
+def test_a_cpus_fp32_peak_follows_its_vector_width_clock_and_cores(tmp_path, vendor, family, flags,
+                                                                  per_core_cycle):
+    info = tmp_path / "cpuinfo"  # the first processor's block is read
+    block = f"vendor_id\t: {vendor}\ncpu family\t: {family}\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n"
+    info.write_text(block + "\n" + block.replace("2500", "1"))
+    assert limits.cpu_fp32_peak(3, info) == pytest.approx(per_core_cycle * 2.5e9 * 3 / 1e12)
+    assert limits.cpu_fp32_peak(1, tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize("args, says", [

@@ -7,8 +7,10 @@ import sys
 import time
 
 import pytest
+import torch
 
 import train
+from common import device as devices
 from common.cli import UsageError
 from nets import checkpoint
 from tests.conftest import ROOT, TRAINED, digest, run_script, same_history, same_weights
@@ -17,6 +19,7 @@ from training import Config, fit, loop
 # Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32.
 TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "32", "--limit-train", "96",
         "--limit-test", "40", "--ema", "0"]
+CPU = torch.device("cpu")
 
 
 def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path, monkeypatch):
@@ -65,6 +68,24 @@ def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_l
     assert longer.config.epochs == 2 and checkpoint.load(out / "last.pt")["config"]["epochs"] == 2
     with pytest.raises(UsageError, match="--epochs 1: the checkpoint has already trained 2 epochs"):
         fit(Config(resume=str(out / "last.pt"), epochs=1))
+
+
+@pytest.mark.precision
+def test_bf16_autocast_on_the_cpu_resumes_bit_for_bit(data_dir, tmp_path, capsys):
+    """bf16 on every CPU, natively or emulated (then ~10x slower than fp32: hence 4 images, 2 steps an
+    epoch): a run stopped after epoch 1 and resumed ends with the uninterrupted run's weights. Where
+    it is emulated, the run says so."""
+    tiny = dict(data_dir=str(data_dir), device="cpu", precision="bf16", channels_last=True, batch_size=2,
+                limit_train=4, limit_test=2, scheduler="none", lr=0.02, ema=0, tta=False, keep_best=False)
+    ref = fit(Config(out=str(tmp_path / "ref"), epochs=2, **tiny))
+    notes = [line for line in capsys.readouterr().err.splitlines() if "bf16 is emulated" in line]
+    assert notes == ([] if devices.cpu_has_native_bf16() else [f"note: {devices.emulated_bf16('bf16', CPU)}"])
+    fit(Config(out=str(tmp_path / "split"), epochs=1, **tiny))
+    got = fit(Config(resume=str(tmp_path / "split" / "last.pt"), epochs=2))
+    assert got.config.precision == "bf16" and same_history(ref.history, got.history)
+    final = [checkpoint.load(tmp_path / run / "last.pt") for run in ("ref", "split")]
+    assert same_weights(final[0]["model"], final[1]["model"])
+    assert final[0]["model"]["fc.weight"].dtype == torch.float32  # autocast: fp32 weights, bf16 compute
 
 
 def wait_for_epoch(proc, out, epoch: int):
