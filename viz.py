@@ -80,7 +80,7 @@ def summarise(ex: Explanation, opts: Options) -> dict:
     shown = ex.test.wrong(opts.n)
     return {"checkpoint": ex.checkpoint, "data_dir": ex.data_dir, "layer": ex.layer, "weights": ex.weights,
             "tta": ex.tta, "test_images": len(ex.test), "accuracy": ex.test.accuracy,
-            "accuracy_line": ex.accuracy_line(),
+            "accuracy_line": ex.accuracy_line(), "chance": ex.chance(),
             "misclassified": [{"index": int(i), "true": ex.study.classes[y], "predicted": ex.study.classes[z],
                                "confidence": float(c)}
                               for i, y, z, c in zip(shown.index, shown.labels, shown.preds, shown.conf)],
@@ -92,6 +92,8 @@ def main(argv=None):
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     ex = Explanation.load(opts.checkpoint, opts.device, opts.data_dir, opts.limit_test, opts.layer)
     print(ex.accuracy_line(), flush=True)
+    if ex.chance()["note"]:
+        print(f"note: {ex.chance()['note']}", flush=True)
     out = Path(opts.out) if opts.out else Path(opts.checkpoint).parent / "viz"
     out.mkdir(parents=True, exist_ok=True)
     summary = {**summarise(ex, opts), **pictures(ex, opts, out), "seconds": time.perf_counter() - t0}

@@ -12,13 +12,14 @@ saves it) and, where it measures something, the numbers too.
 
 A user mistake (no checkpoint, no data, a bad layer) raises common.cli.UserError with the line the
 command line prints."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 import pipeline
+from common import chance
 from common import device as devices
 from common.cli import UsageError, UserError
 from nets import checkpoint as checkpoints
@@ -65,6 +66,10 @@ class Explanation:
         index = evaluation.test_index(data, limit_test)
         loader = evaluation.test_loader(data, state, index, where)
         test = evaluation.predict(model, loader, index, state["config"].get("tta", False))
+        classes, high = len(study.classes), chance.guessing_range(len(study.classes), len(test))[1]
+        if chance.at_chance(test.accuracy, classes, len(test)):
+            study = replace(study, caveat=f"a model at chance ({test.accuracy:.1%} on {len(test)} images; "
+                                          f"guessing reaches {high:.1%}): these maps mean nothing")
         return cls(str(checkpoint), state, data, data_dir, where, study, layer, test)
 
     @property
@@ -81,6 +86,14 @@ class Explanation:
         weights = "EMA weights" if self.weights == "ema" else "raw weights"
         return (f"test accuracy {self.test.accuracy:.2%} on {len(self.test)} images "
                 f"({weights}, {'flip TTA' if self.tta else 'no TTA'})")
+
+    def chance(self) -> dict:
+        """Whether the accuracy beats guessing, by common.chance (the one rule, train.py's too):
+        at_chance, the range guessing reaches on this many images, and the note to print ("" if none)."""
+        classes, n = len(self.study.classes), len(self.test)
+        low, high = chance.guessing_range(classes, n)
+        return {"at_chance": chance.at_chance(self.test.accuracy, classes, n), "guessing_low": low,
+                "guessing_high": high, "note": chance.chance_note(self.test.accuracy, classes, n)}
 
     def __repr__(self):
         return f"Explanation of {self.checkpoint}: {self.accuracy_line()}"

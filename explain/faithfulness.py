@@ -17,3 +17,10 @@ def faithfulness(model: nn.Module, images: torch.Tensor, maps: np.ndarray, class
     morf = ROADMostRelevantFirstAverage(list(ROAD_PERCENTILES))(images.float(), maps, targets, model)
     lerf = ROADLeastRelevantFirstAverage(list(ROAD_PERCENTILES))(images.float(), maps, targets, model)
     return {"morf": float(np.mean(morf)), "lerf": float(np.mean(lerf)), "score": float(np.mean(lerf - morf))}
+
+
+def signed(score: float) -> str:
+    """A score with its sign (+0.123, −0.123), and 0.000 unsigned where it rounds to zero: a bare
+    "-0.000" reads as a verdict it is not."""
+    text = f"{score:+.3f}"
+    return "0.000" if float(text) == 0 else text.replace("-", "−")

@@ -5,7 +5,7 @@ import numpy as np
 
 from common.tables import markdown
 
-from .faithfulness import ROAD_PERCENTILES
+from .faithfulness import ROAD_PERCENTILES, signed
 
 
 def per_class(matrix: np.ndarray, classes: list) -> list:
@@ -27,11 +27,12 @@ def attack_title(summary: dict) -> str:
 
 def tables(summary: dict) -> dict:
     """The report's tables by title: faithfulness, per-class accuracy, and the attack if there was one."""
-    faith = [[m, *(f"{f[k]:+.4f}" for k in ("morf", "lerf", "score")), f"{f['seconds']:.1f}"]
+    faith = [[m, *(signed(f[k]) for k in ("morf", "lerf", "score")), f"{f['seconds']:.1f}"]
              for m, f in summary["faithfulness"].items()]
     classes = [[r["class"], r["images"], f"{r['accuracy']:.1%}", r["confused_with"]]
                for r in summary["per_class"]]
-    t = {f"faithfulness at {summary['layer']} (ROAD, {summary['method_images']} images, predicted class)":
+    t = {f"faithfulness at {summary['layer']} (ROAD, {summary['method_images']} images, predicted class; "
+         "LeRF−MoRF > 0: faithful)":
          markdown(["method", "MoRF Δconf", "LeRF Δconf", "LeRF−MoRF", "seconds"], faith),
          "per class": markdown(["class", "images", "accuracy", "most often taken for"], classes)}
     if summary.get("adversarial"):
@@ -61,7 +62,8 @@ def headline(summary: dict, state: dict) -> str:
 def report(summary: dict, state: dict, t: dict) -> str:
     removed = ", ".join(f"{100 - p}" for p in ROAD_PERCENTILES)
     faith, per_class, *attack = t.values()
-    parts = [f"# {summary['checkpoint']}", headline(summary, state),
+    chance = [f"**Note: {summary['chance']['note']}.**"] if summary["chance"]["note"] else []
+    parts = [f"# {summary['checkpoint']}", headline(summary, state), *chance,
              "## Config", "```json\n" + json.dumps(state["config"], indent=2) + "\n```",
              "## Training curves", "![curves](curves.png)",
              "## Misclassified test images", "![misclassified](misclassified.png)",
@@ -69,7 +71,8 @@ def report(summary: dict, state: dict, t: dict) -> str:
              "## CAM methods and their faithfulness", "![methods](methods.png)",
              f"ROAD on the {summary['method_images']} images above, for the predicted class: mean change of "
              "its softmax confidence when the most (MoRF) or least (LeRF) relevant pixels are imputed "
-             f"({removed} % of them). Faithful: MoRF drops far, LeRF little, LeRF−MoRF > 0.",
+             f"({removed} % of them). Faithful: MoRF drops far, LeRF little, LeRF−MoRF > 0; at or below 0 the "
+             "map marks pixels that matter no more to the prediction than the rest.",
              faith, "## Confusion and per-class accuracy", "![confusion](confusion.png)", per_class]
     if attack:
         parts += [f"## Adversarial: {attack_title(summary)}", "![adversarial](adversarial.png)", *attack]

@@ -13,7 +13,7 @@ from common import progress
 from .attacks import attack
 from .cams import cams
 from .evaluation import Predictions
-from .faithfulness import faithfulness
+from .faithfulness import faithfulness, signed
 from .figures import grid, overlay, wrap
 from .layers import block, find_layer, fine_enough, map_size, stage_names
 from .pixels import hwc, normalise, to_pixels
@@ -27,6 +27,10 @@ class Study:
     mean: tuple
     std: tuple
     image_size: int
+    caveat: str = ""        # said on every picture of maps (a model at chance: they mean nothing)
+
+    def titled(self, title: str) -> str:
+        return f"{title}\n{self.caveat}" if self.caveat else title
 
     def pixels(self, images):
         return to_pixels(images, self.mean, self.std)
@@ -54,7 +58,7 @@ def class_pairs(s: Study, layer: str, images, p: Predictions) -> Figure:
               overlay(pix, b, f"for {s.classes[y]} (true)")]
              for pix, i, y, z, c, a, b in zip(s.pixels(images), p.index, p.labels, p.preds, p.conf,
                                               on_pred, on_true)]
-    return grid(wrap(cells, 2), f"Grad-CAM at {layer}: predicted vs true class")
+    return grid(wrap(cells, 2), s.titled(f"Grad-CAM at {layer}: predicted vs true class"))
 
 
 def by_depth(s: Study, image, p: Predictions) -> Figure:
@@ -65,7 +69,7 @@ def by_depth(s: Study, image, p: Predictions) -> Figure:
         h, w = map_size(s.model, block(s.model, name), s.image_size)
         row.append(overlay(pix, cams(s.model, block(s.model, name), image[None], [pred])[0],
                            f"end of {name} ({h}x{w})"))
-    return grid([row], f"Grad-CAM by depth, for the predicted class {s.classes[pred]}")
+    return grid([row], s.titled(f"Grad-CAM by depth, for the predicted class {s.classes[pred]}"))
 
 
 def compare_methods(s: Study, layer: str, images, classes, names: list) -> tuple:
@@ -76,11 +80,13 @@ def compare_methods(s: Study, layer: str, images, classes, names: list) -> tuple
         t0 = time.perf_counter()
         maps = cams(s.model, target, images, classes, name)
         scores[name] = {**faithfulness(s.model, images, maps, classes), "seconds": time.perf_counter() - t0}
-        head = f"{name}\nLeRF−MoRF {scores[name]['score']:+.3f}"  # the column's title, on the top row
+        head = f"{name}\nLeRF−MoRF {signed(scores[name]['score'])}"  # the column's title, on the top row
         columns.append([overlay(p, m, head if k == 0 else "") for k, (p, m) in enumerate(zip(pix, maps))])
     rows = [[(hwc(p), f"predicted {s.classes[c]}")] + [col[k] for col in columns]
             for k, (p, c) in enumerate(zip(pix, classes))]
-    return grid(rows, f"CAM methods at {layer}, for the predicted class"), scores
+    title = (f"CAM methods at {layer}, for the predicted class; LeRF−MoRF (ROAD on these {len(rows)} images) "
+             f"> 0:\nthe marked pixels matter more to the prediction than the rest (faithful); ≤ 0: they do not")
+    return grid(rows, s.titled(title)), scores
 
 
 def attacked(s: Study, layer: str, images, labels: torch.Tensor, method: str, eps: float) -> tuple:
@@ -103,4 +109,4 @@ def attacked(s: Study, layer: str, images, labels: torch.Tensor, method: str, ep
                       overlay(adv[k], cam_adv[k], f"CAM {s.classes[z]}"),
                       (hwc((0.5 + gain * (adv[k] - pix[k])).clamp(0, 1)), f"perturbation x{gain:.0f}")])
     title = f"{method.upper()} at ε = {eps:g}/255: original vs attacked, Grad-CAM at {layer}"
-    return grid(wrap(cells, 2), title), rows
+    return grid(wrap(cells, 2), s.titled(title)), rows

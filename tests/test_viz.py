@@ -154,7 +154,7 @@ def test_terminal_tables_name_the_attack_and_output_has_no_carriage_returns(viz_
     summary = json.loads((viz_run[1] / "summary.json").read_text())
     fooled = sum(r["fooled"] for r in summary["adversarial"])
     assert f"\nadversarial: FGSM, ε = 8/255: {fooled} of {N} fooled:\n| true " in stdout
-    assert "\nfaithfulness at layer3 (ROAD, 4 images, predicted class):\n| method " in stdout
+    assert "\nfaithfulness at layer3 (ROAD, 4 images, predicted class; LeRF−MoRF > 0: faithful):\n| method " in stdout
     assert "\r" not in stdout and "test pass" not in stdout  # no progress bar into a pipe or a log
 
 
@@ -355,3 +355,35 @@ def test_viz_explains_a_run_that_left_broken_images_out_without_opening_the_trai
     trained = checkpoint.load(run / "last.pt")["history"][-1]
     assert summary["test_images"] == trained["test_count"] == 5  # the broken test file left out as in training
     assert summary["accuracy"] == pytest.approx(trained["ema_test_acc"])  # the same images, the same weights
+
+
+def test_a_model_at_chance_is_called_so_in_the_output_the_report_and_its_pictures(trained_run, tmp_path):
+    """Zero output weights: every image gets the same logits, so every prediction is class 0."""
+    state = checkpoint.load(trained_run / "last.pt")
+    path = tmp_path / "flat.pt"
+    torch.save({**state, "model": {k: v * 0 if k.startswith("fc.") else v for k, v in state["model"].items()}},
+               path)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        viz.main(["--checkpoint", str(path), "--n", "2", "--limit-test", str(LIMIT_TEST), "--method", "gradcam",
+                  "--device", "cpu", "--out", str(tmp_path / "viz")])
+    summary = json.loads((tmp_path / "viz" / "summary.json").read_text())
+    data = pipeline.load_cifar10(state["config"]["data_dir"], download=False)
+    assert summary["accuracy"] == pytest.approx(np.mean(data.test_labels[evaluated(data, LIMIT_TEST)] == 0))
+    chance = summary["chance"]
+    assert chance["at_chance"] and chance["guessing_low"] <= summary["accuracy"] <= chance["guessing_high"]
+    note = chance["note"]
+    assert note.startswith(f"at chance: {summary['accuracy']:.2%} on {LIMIT_TEST} images") and "mean nothing" in note
+    assert stdout.getvalue().splitlines()[1] == f"note: {note}"
+    assert f"**Note: {note}.**" in (tmp_path / "viz" / "report.md").read_text()
+    # The same logits whatever the pixels: no change of confidence, written without a sign.
+    assert summary["faithfulness"]["gradcam"]["score"] == 0 and "| gradcam |      0.000 |" in stdout.getvalue()
+    ex = Explanation.load(path, device="cpu", limit_test=LIMIT_TEST)
+    for fig in (ex.gradcam(2), ex.depth(), ex.methods(["gradcam"], n=2)[0]):
+        assert "a model at chance" in fig._suptitle.get_text() and "these maps mean nothing" in fig._suptitle.get_text()
+    assert "a model at chance" not in ex.misclassified(2)._suptitle.get_text()  # no map there
+
+
+def test_a_score_that_rounds_to_zero_has_no_sign():
+    assert [faithfulness.signed(x) for x in (0.1234, -0.1236, -0.0004, 0.0, 0.0004)] == [
+        "+0.123", "−0.124", "0.000", "0.000", "0.000"]
