@@ -1,5 +1,7 @@
 """A sweep from end to end: check everything, take trials (in this process, or in --workers processes)
 until every point of the plan has its result, then report."""
+import sys
+
 import pipeline
 
 from .launch import environments, run_workers
@@ -36,13 +38,16 @@ def run(options: Options, train_argv: list) -> dict:
 
 
 def check_data(plan: Plan):
-    """Open every dataset the trials read, once: a missing or broken one stops the sweep now, and a first
-    download happens here rather than in every worker at once."""
+    """Open every dataset the trials read, once: a missing or broken one stops the sweep now, a first
+    download happens here rather than in every worker at once, and what the data's note says is said
+    here, on the sweep's terminal (each trial's train.log may repeat it)."""
     opened = set()
     for point in plan.points():
         cfg = plan.config(point)
         key = (cfg.data, cfg.data_dir, cfg.image_size, cfg.skip_bad_images, cfg.loader)
         if key not in opened:
             opened.add(key)
-            pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size, skip_bad_images=cfg.skip_bad_images,
-                                  loader=cfg.loader)
+            data = pipeline.open_dataset(cfg.data, cfg.data_dir, cfg.image_size,
+                                         skip_bad_images=cfg.skip_bad_images, loader=cfg.loader)
+            if data.note:
+                print(f"note: {data.note}", file=sys.stderr, flush=True)

@@ -24,6 +24,13 @@ OWNED = {"out": "each trial's run directory is the sweep's (under --out)",
          "resume": "a retried trial resumes from its own last.pt by itself",
          "seed": "seeds are the sweep's --seeds", "find_lr": "a sweep trains; run train.py --find-lr alone"}
 TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
+# Names people type for train.py's options (other scripts' and papers' spellings), for the hint that a
+# misspelt option gets; anything else is matched by spelling alone.
+SYNONYMS = {"learning_rate": "lr", "max_lr": "lr", "wd": "weight_decay", "bs": "batch_size", "batch": "batch_size", "epoch": "epochs", "n_epochs": "epochs",
+            "opt": "optimizer", "optim": "optimizer", "arch": "model", "net": "model", "network": "model",
+            "schedule": "scheduler", "sched": "scheduler", "lr_scheduler": "scheduler",
+            "smoothing": "label_smoothing", "amp": "precision", "dtype": "precision",
+            "mom": "momentum", "val": "val_split", "validation_split": "val_split"}
 
 
 class TrainOptions(cli.Parser):
@@ -129,10 +136,15 @@ def make(name: str, out: str, grid_specs: list, seeds: int, train_argv: list) ->
 
 
 def fixed_options(parser: TrainOptions, argv: list) -> dict:
+    where = "train.py options after --"
     try:
-        fixed = vars(parser.parse_args(argv))
+        parsed, unknown = parser.parse_known_args(argv)
     except UsageError as e:
-        raise UsageError(f"train.py options after --: {e} (python train.py --help lists them)") from None
+        raise UsageError(f"{where}: {e} (python train.py --help lists them)") from None
+    if unknown:
+        first = next((a for a in unknown if a.startswith("-")), unknown[0])
+        raise UsageError(f"{where}: unrecognized arguments: {' '.join(unknown)} ({hint(first)})")
+    fixed = vars(parsed)
     owned = sorted(fixed.keys() & OWNED.keys())
     if owned:
         raise UsageError(f"--{flag(owned[0])} after --: {OWNED[owned[0]]}")
@@ -148,9 +160,7 @@ def grid_option(parser: TrainOptions, spec: str) -> tuple:
     if option in OWNED:
         raise UsageError(f"--grid {option}: {OWNED[option]}")
     if option not in flags():
-        near = difflib.get_close_matches(option, flags(), n=1)
-        hint = f"did you mean --{flag(near[0])}?" if near else "python train.py --help lists them"
-        raise UsageError(f"--grid {spec}: train.py has no option --{flag(option)} ({hint})")
+        raise UsageError(f"--grid {spec}: train.py has no option --{flag(option)} ({hint(option)})")
     texts = [v.strip() for v in values.split(",") if v.strip()]
     if not texts:
         raise UsageError(f"--grid {spec}: no values, so a grid of zero trials: give one or more")
@@ -159,6 +169,14 @@ def grid_option(parser: TrainOptions, spec: str) -> tuple:
     if repeated:
         raise UsageError(f"--grid {spec}: {repeated[0]} is given twice")
     return option, typed
+
+
+def hint(option: str) -> str:
+    """The option a mistaken name most likely meant: a common synonym (learning_rate: --lr), else the
+    nearest spelling."""
+    key = option.lower().lstrip("-").replace("-", "_")
+    near = SYNONYMS.get(key) or next(iter(difflib.get_close_matches(key, flags(), n=1)), None)
+    return f"did you mean --{flag(near)}?" if near else "python train.py --help lists them"
 
 
 def value(parser: TrainOptions, option: str, text: str):

@@ -1,6 +1,7 @@
 """sweep.png: accuracy against the swept value (the last --grid option, its values evenly spaced in the
-order given), one line per combination of the other options, error bars the 95 % intervals; validation
-(which chooses) beside test (reported). A matplotlib Figure, no pyplot."""
+order given), one line per combination of the other options, error bars the 95 % intervals (clipped to
+[0, 100] %, see summary.interval); validation (which chooses) beside test (reported); the verdict in
+the title. A matplotlib Figure, no pyplot."""
 import itertools
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from common.files import atomic_write
 from .plan import Plan, shown
 
 
-def draw(rows: list, plan: Plan, path: Path):
+def draw(rows: list, plan: Plan, path: Path, verdict: str):
     names = list(plan.grid)
     x_name, groups = (names[-1], names[:-1]) if names else (None, [])
     x_values = plan.grid[x_name] if x_name else [None]
@@ -28,12 +29,13 @@ def draw(rows: list, plan: Plan, path: Path):
         ax.set_xlabel(x_name or "")
         ax.set_title(f"{title}: mean, 95 % interval over seeds", fontsize=10)
         ax.grid(alpha=0.3)
-    low, high = axes[0].get_ylim()  # a 2-seed interval can reach past 0 or 100 %; accuracy cannot
+    low, high = axes[0].get_ylim()  # the autoscale's margins stop where accuracy does
     axes[0].set_ylim(max(low, 0), min(high, 100))
     axes[0].set_ylabel("final accuracy (%)")
     if groups:
         axes[1].legend(fontsize=8)
-    fig.suptitle(f"sweep {plan.name}: {len(plan.points())} trials, {plan.seeds} seed(s) per setting")
+    fig.suptitle(f"sweep {plan.name}: {len(plan.points())} trials, {plan.seeds} seed(s) per setting"
+                 + (f"; {verdict}" if verdict else ""))
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
 

@@ -1,6 +1,8 @@
 """sweep.py: a grid x seeds on Optuna, each trial a run directory made by fit; two workers on SQLite and
 on a real PostgreSQL, a worker killed with kill -9 and its trial resumed, the summary's statistics and
 choice on validation, TensorBoard HParams, bad input before any trial runs."""
+import csv
+import io
 import json
 import os
 import signal
@@ -66,7 +68,12 @@ def check_grid_ran_once(out, url, stdout):
         values = [t.user_attrs["val_acc"] for t in done if t.params["lr"] == row["setting"]["lr"]]
         half = student_t.ppf(0.975, 1) * stdev(values) / 2 ** 0.5
         assert row["n"] == 2 and row["val_acc"]["mean"] == pytest.approx(fmean(values))
-        assert row["val_acc"]["high"] - row["val_acc"]["mean"] == pytest.approx(half)
+        assert row["val_acc"]["high"] == pytest.approx(min(1.0, fmean(values) + half))  # clipped to [0, 1]
+        assert row["val_acc"]["low"] == pytest.approx(max(0.0, fmean(values) - half))
+    assert saved["difference"]["seeds"] == [0, 1] and saved["leader"] is not None
+    named = saved["difference"]["low"] > 0  # the paired interval excludes 0: only then a best
+    assert saved["best"] == (saved["leader"] if named else None)
+    assert ("best by validation: " if named else "no setting distinguishable by validation: ") in stdout
     assert (out / "summary.csv").read_text().splitlines()[0].startswith("lr,n,failed,val_acc_mean,val_acc_low")
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "chosen on validation accuracy" in stdout
@@ -135,17 +142,63 @@ def test_two_workers_share_a_postgresql_study(data_dir, tmp_path, postgres, caps
     assert not (out / "study.db").exists()
 
 
-def test_the_best_setting_is_chosen_on_validation_never_on_test():
-    rows = [{"setting": {"lr": lr}, "n": 3, "val_acc": summary.interval(val), "test_acc": summary.interval(test)}
-            for lr, val, test in [(0.1, [0.50, 0.52, 0.51], [0.60, 0.62, 0.61]),
-                                  (0.2, [0.55, 0.56, 0.54], [0.40, 0.41, 0.42])]]
-    assert summary.best(rows)["setting"] == {"lr": 0.2}
+def finished(lr: float, seed: int, val: float, test: float) -> optuna.trial.FrozenTrial:
+    """A trial as a worker leaves it, without training."""
+    choices = {"lr": optuna.distributions.CategoricalDistribution([0.01, 0.02]),
+               "seed": optuna.distributions.CategoricalDistribution([0, 1, 2])}
+    return optuna.trial.create_trial(params={"lr": lr, "seed": seed}, distributions=choices, value=val,
+                                     user_attrs={"val_acc": val, "test_acc": test, "seconds": 1.0})
+
+
+def report_of(tmp_path, capsys, results: dict) -> tuple:
+    """summary.report on trials with these {lr: [(val, test) per seed]}: (printed text, summary.json)."""
+    plan = plans.Plan("made", tmp_path / "made", {"lr": [0.01, 0.02]}, len(results[0.01]), {})
+    study = optuna.create_study(direction="maximize")
+    for lr, seeds in results.items():
+        for seed, (val, test) in enumerate(seeds):
+            study.add_trial(finished(lr, seed, val, test))
+    summary.report(study, plan)
+    return capsys.readouterr().out, json.loads((plan.dir / "summary.json").read_text())
+
+
+def test_an_exact_tie_names_no_best_and_intervals_stay_within_0_and_100(tmp_path, capsys):
+    # Both settings right on 0 and 15 % of the validation images, seed by seed: a tie, however wide.
+    text, saved = report_of(tmp_path, capsys, {0.01: [(0.0, 0.1), (0.15, 0.2)], 0.02: [(0.0, 0.1), (0.15, 0.2)]})
+    assert "no setting distinguishable by validation: lr=0.01 minus lr=0.02 on the same seeds (0, 1): +0.00 " \
+           "points [+0.00, +0.00]; its 95 % interval includes 0" in text
+    assert "best by validation" not in text and saved["best"] is None and saved["leader"] == {"lr": 0.01}
+    assert "| 7.50 % [0.00, 100.00] |" in text  # mean +- 95.3 points, clipped to what accuracy can be
+    for row in saved["settings"]:
+        assert (row["val_acc"]["low"], row["val_acc"]["high"]) == (0.0, 1.0)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "made" / "summary.csv").read_text())))
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("val_acc_low", "val_acc_high", "test_acc_low"))
+    assert (tmp_path / "made" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("results, best", [
+    ({0.01: [(0.40, 0.9), (0.52, 0.9), (0.44, 0.9)], 0.02: [(0.50, 0.1), (0.60, 0.1), (0.55, 0.1)]}, {"lr": 0.02}),
+    # Higher on average, but only thanks to one seed: seed by seed the difference goes both ways.
+    ({0.01: [(0.90, 0.5), (0.10, 0.5), (0.50, 0.5)], 0.02: [(0.50, 0.5), (0.40, 0.5), (0.45, 0.5)]}, None),
+])
+def test_the_best_setting_is_chosen_on_validation_only_when_the_paired_interval_excludes_0(tmp_path, capsys,
+                                                                                           results, best):
+    text, saved = report_of(tmp_path, capsys, results)
+    assert saved["best"] == best
+    if best:  # chosen on validation though its test accuracy is the worse
+        assert "best by validation: lr=0.02: val 55.00 % [" in text and "lr=0.02 minus lr=0.01 on the same seeds " \
+                                                                     "(0, 1, 2): +9.67 points [+" in text
+    else:
+        assert saved["leader"] == {"lr": 0.01} and "no setting distinguishable" in text
     one = summary.interval([0.5])
     assert (one["mean"], one["low"], one["high"]) == (0.5, None, None)  # one seed: no interval
 
 
 @pytest.mark.parametrize("argv, says", [
     (["--grid", "lrr=0.1,0.2"], "--grid lrr=0.1,0.2: train.py has no option --lrr (did you mean --lr?)"),
+    (["--grid", "learning_rate=0.1"], "--grid learning_rate=0.1: train.py has no option --learning-rate (did you "
+                                      "mean --lr?)"),
+    (["--grid", "wd=0,5e-4"], "--grid wd=0,5e-4: train.py has no option --wd (did you mean --weight-decay?)"),
+    (["--", "--bs", "8"], "train.py options after --: unrecognized arguments: --bs 8 (did you mean --batch-size?)"),
     (["--grid", "epochs=2,three"], "--grid epochs=three: argument --epochs: invalid int value: 'three'"),
     (["--grid", "optimizer=sgd,adamax"], "--grid optimizer=adamax: argument --optimizer: invalid choice"),
     (["--grid", "tta=maybe"], "--grid tta=maybe: --tta is a switch: use true or false"),
@@ -154,7 +207,8 @@ def test_the_best_setting_is_chosen_on_validation_never_on_test():
     (["--grid", "seed=1,2"], "--grid seed: seeds are the sweep's --seeds"),
     (["--grid", "optimizer=nesterov", "--", "--momentum", "0"],
      "the trial optimizer=nesterov seed=0: --optimizer nesterov needs --momentum > 0"),
-    (["--", "--epochz", "2"], "train.py options after --: unrecognized arguments: --epochz 2"),
+    (["--", "--epochz", "2"], "train.py options after --: unrecognized arguments: --epochz 2 (did you mean "
+                              "--epochs?)"),
     (["--", "--out", "x"], "--out after --: each trial's run directory is the sweep's"),
     (["--", "--val-split", "0"], "--val-split 0: a sweep chooses on validation accuracy"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "--storage postgresql+psycopg2://nobody@127.0.0.1:1/none: "
