@@ -25,11 +25,12 @@ cores' worth of CPU other processes took during its runs and the load average ar
 a stage unreliable when others took more than a quarter of a core or its runs spread more than 2x; a
 ratio, tax or choice involving it then gives no verdict, and a tax below -3 % beyond the runs'
 spread is called impossible. A verdict needs the runs' ranges apart; inside them it is a tie.
-The defaults follow the device: on a GPU the whole set, an epoch of steps per run, --repeats rounds
-and the fast paths (about 3 minutes on an H200, an estimate: BENCHMARKS.md); on a CPU 10,240 images,
-1 step per run and 2 rounds (ResNet18 trains at ~90 img/s on 2 cores): about 70 s on 2 idle cores,
-much longer when other processes take them; --scaling adds about 80 s there, --fast-paths 40 s or
-more per compiled variant.
+The defaults follow the device: on a GPU the whole set, train.py's batch, an epoch of steps per run,
+--repeats rounds and the fast paths; on a CPU 10,240 images, 1 step per run, 2 rounds and the
+largest batch up to train.py's whose model stages take about a minute at the speed a probe step
+measures, so that a default run ends in a few minutes on any CPU (the JSON records the batch and
+how it was chosen; docs/benchmark.md gives measured wall times). --scaling and --fast-paths add
+minutes on a CPU (compiling ResNet18 takes 40 s or more per variant there).
 A stage that takes longer than --stage-timeout fails, named; the run then exits 1 with the figures
 measured so far in --json. Bad flags or missing data: one line, exit 2.
 """

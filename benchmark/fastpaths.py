@@ -1,30 +1,31 @@
 """The training step's fast paths side by side (--fast-paths; on by default on a GPU): eager against
 torch.compile in its default mode (what train.py --compile does) and with CUDA graphs (mode
-"reduce-overhead"), bf16 against fp16 (with the gradient scaler, as training does); "max-autotune" when
-asked for by name (its kernel search takes minutes). Each variant trains on the same batch already on
-the device (the model alone), in its own precision's input dtype. Unlike the other groups of stages,
-the variants are measured one after the other, each built, warmed up, timed and freed before the
-next: its warm-up time (compiling included) and its peak GPU memory above what was resident before it
-(weights, optimizer state, activations, CUDA-graph pools, compile workspace) are its own, and a run
-cut short (a compile can take a minute) keeps every variant finished. The load sampler still marks a
-variant that other processes disturbed."""
+"reduce-overhead": torch.compile graphs the model's forward and backward; the optimizer step, the
+scaler and zero_grad stay eager), bf16 against fp16 (with the gradient scaler, as training does);
+"max-autotune" when asked for by name (its kernel search takes minutes). Each variant trains on the
+same batch already on the device (the model alone), in its own precision's input dtype. The variants
+run most telling first (eager, then CUDA graphs, then the default compile), each built, warmed up,
+timed and freed before the next: its warm-up time (compiling included, from an empty compile cache
+of its own) and its peak GPU memory above what was resident before it are its own, and a run cut
+short keeps every variant finished. The load sampler still marks a variant that other processes
+disturbed."""
 import argparse
 import gc
 import itertools
 import time
+from dataclasses import replace
 
 import torch
 
 from common import device as devices
-from training import config
-from training.build import precision as precision_of
+from training import precision, resolve
 
 from .measure import interleaved, steps
-from .stages import trainer
+from .stages import CUDA_GRAPH_MODES, trainer
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-DEFAULT = ("bf16:eager", "fp16:eager", "bf16:default", "bf16:reduce-overhead")
+DEFAULT = ("bf16:eager", "fp16:eager", "bf16:reduce-overhead", "bf16:default")
 GRAPHS_WARMUP = 3  # steps on a GPU: both passes compile on the first, CUDA graphs are recorded on a later one
 
 
@@ -55,29 +56,29 @@ def stage(name: str) -> str:
 
 
 def label(name: str) -> str:
-    precision, mode = name.split(":")
-    return f"step {precision}, " + ("eager" if mode == "eager" else f"compile {mode}")
+    precision_, mode = name.split(":")
+    graphs = " (CUDA graphs: forward + backward)" if mode in CUDA_GRAPH_MODES else ""
+    return f"step {precision_}, " + ("eager" if mode == "eager" else f"compile {mode}{graphs}")
 
 
-def measure(variants, base: dict, device, batch, deadline, *, warmup: int, repeats: int, steps_per_run: int,
-            sync, progress, save) -> dict:
-    """{variant: figures, with precision, mode, warmup_seconds and gpu_peak_mb}. base: the run's options
-    for training.config.build; batch: (x, y) on the device; deadline(stage) makes a stage's Deadline;
-    save(found) is called after each variant, so a run cut short keeps the variants done so far."""
+def measure(bench, variants, batch, saved) -> dict:
+    """{variant: figures, with precision, mode, warmup_seconds and gpu_peak_mb}, measured in turn on
+    bench (run.Bench: the run's options, device and deadlines); batch: (x, y) on the device;
+    saved(found) is called after each variant, so a run cut short keeps the variants done so far."""
     found = {}
     for name in variants:
-        found[name] = one(name, base, device, batch, deadline(stage(name)), warmup=warmup, repeats=repeats,
-                          steps_per_run=steps_per_run, sync=sync, progress=progress)
-        save(found)
+        found[name] = one(bench, name, batch)
+        saved(found)
     return found
 
 
-def one(name: str, base: dict, device, batch, deadline, *, warmup: int, repeats: int, steps_per_run: int,
-        sync, progress) -> dict:
+def one(bench, name: str, batch) -> dict:
     """Build, warm up and time one variant; its memory is freed when it returns."""
-    precision, mode = name.split(":")
-    cfg = config.build({**base, "precision": precision, "compile": mode != "eager"})
-    gpu = device.type == "cuda"
+    from torch._inductor.utils import fresh_cache  # PyTorch's own tests' way to compile from nothing
+
+    precision_, mode = name.split(":")
+    cfg = resolve(replace(bench.cfg, precision=precision_, compile=mode != "eager"))
+    device, gpu, c = bench.device, bench.device.type == "cuda", bench.record.doc["config"]
     if mode != "eager":
         torch.compiler.reset()  # compiled from scratch, as a run would be, not from another mode's graphs
     gc.collect()
@@ -85,19 +86,22 @@ def one(name: str, base: dict, device, batch, deadline, *, warmup: int, repeats:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     resident = torch.cuda.memory_allocated() if gpu else 0
-    with deadline:
-        started = time.perf_counter()
-        step = trainer(cfg, device, None if mode == "eager" else mode).step
-        x, y = batch[0].to(precision_of(cfg, device).loader_dtype), batch[1]
-        for _ in range(max(warmup, GRAPHS_WARMUP if gpu and mode != "eager" else 1)):
-            step(x, y)
-            deadline.check()
-        sync()
-        warmed_up = time.perf_counter() - started
-    progress(stage(name), -1, repeats, None)
-    runs = {stage(name): steps(step, itertools.repeat((x, y)), steps_per_run)}
-    timed = interleaved(runs, {stage(name): deadline}, warmup=0, repeats=repeats, sync=sync,
-                        progress=progress)
-    return dict(precision=precision, mode=mode, warmup_seconds=warmed_up,
+    with fresh_cache():
+        deadline = bench.deadline(stage(name))
+        with deadline:
+            started = time.perf_counter()
+            step = trainer(cfg, device, None if mode == "eager" else mode).step
+            x, y = batch[0].to(precision(cfg, device).loader_dtype), batch[1]
+            for _ in range(max(bench.opts.warmup, GRAPHS_WARMUP if gpu and mode != "eager" else 1)):
+                step(x, y)
+                deadline.check()
+            bench.sync()
+            warmed_up = time.perf_counter() - started
+        bench.progress(stage(name), -1, c["model_repeats"], None)
+        runs = {stage(name): steps(step, itertools.repeat((x, y)), c["model_steps"])}
+        timed = interleaved(runs, {stage(name): deadline}, warmup=0, repeats=c["model_repeats"], sync=bench.sync,
+                            progress=bench.progress)
+    return dict(precision=precision_, mode=mode, warmup_seconds=warmed_up,
+                graphs="forward and backward; optimizer step eager" if gpu and mode in CUDA_GRAPH_MODES else None,
                 gpu_peak_mb=(torch.cuda.max_memory_allocated() - resident) / 2**20 if gpu else None,
                 **timed[stage(name)])

@@ -5,6 +5,8 @@ full batches on the device in the training dtype and layout, one epoch per pass.
   torch_ops   pipeline.TensorLoader: the uint8 set resident on the device, whole-batch torch ops
   dataloader  a torchvision Dataset + DataLoader doing the same augmentation per image on the host
 """
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from PIL import Image
@@ -31,22 +33,32 @@ def load_images(opts) -> tuple:
     return data.train_images, data.train_labels, f"CIFAR-10 train ({opts.data_dir})"
 
 
-def build(name: str, images, labels, *, batch_size: int, seed: int, device, dtype, channels_last: bool,
-          threads: int, timeout: float):
-    """Loader `name` over the images; threads: DALI's threads or the DataLoader's workers (the torch-ops
-    loader uses torch's intra-op threads, set by the caller); timeout: the DataLoader's wait per batch."""
-    gpu = devices.dali_id(device)
-    common = dict(mean=pipeline.MEAN, std=pipeline.STD, batch_size=batch_size, seed=seed, device_id=gpu,
-                  dtype=dtype, channels_last=channels_last)
+@dataclass(frozen=True)
+class Spec:
+    """What every competing loader is built with, so that they emit the same batches."""
+    batch_size: int
+    seed: int
+    device: torch.device
+    dtype: torch.dtype
+    channels_last: bool
+    threads: int            # DALI's threads or the DataLoader's workers (torch ops: torch's intra-op threads)
+    timeout: float          # the DataLoader's wait per batch
+
+
+def build(name: str, images, labels, spec: Spec):
+    """Loader `name` over the images, as spec says."""
+    gpu = devices.dali_id(spec.device)
+    common = dict(mean=pipeline.MEAN, std=pipeline.STD, batch_size=spec.batch_size, seed=spec.seed, device_id=gpu,
+                  dtype=spec.dtype, channels_last=spec.channels_last)
     if name == "dali":
-        return pipeline.train_loader(images, labels, num_threads=threads, **common)
+        return pipeline.train_loader(images, labels, num_threads=spec.threads, **common)
     if name == "torch_ops":
         return pipeline.TensorLoader(images, labels, **common)
-    loader = DataLoader(TorchvisionSet(images, labels), batch_size=batch_size, shuffle=True,
-                        num_workers=threads, pin_memory=gpu is not None, drop_last=True,
-                        persistent_workers=threads > 0, timeout=timeout if threads else 0,
-                        generator=torch.Generator().manual_seed(seed))
-    return OnDevice(loader, device, channels_last)
+    loader = DataLoader(TorchvisionSet(images, labels), batch_size=spec.batch_size, shuffle=True,
+                        num_workers=spec.threads, pin_memory=gpu is not None, drop_last=True,
+                        persistent_workers=spec.threads > 0, timeout=spec.timeout if spec.threads else 0,
+                        generator=torch.Generator().manual_seed(spec.seed))
+    return OnDevice(loader, spec.device, spec.channels_last)
 
 
 class Cutout:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-from . import load, verdict
+from . import machine, verdict
 
 GRACE = 30.0  # seconds a single call may run past its stage's deadline before the watchdog steps in
 
@@ -54,9 +54,9 @@ class Deadline:
 def interleaved(runs: dict, deadlines: dict, *, warmup: int, repeats: int, sync, progress) -> dict:
     """{stage: figures}: each run(check) (which returns how many images it processed) `warmup` times
     untimed, then `repeats` times timed, one stage after the other in every round, so that a busy
-    spell on a shared machine falls on all stages alike. cpu_per_wall is this process's CPU seconds
-    per second (DataLoader workers are other processes); others_cores, the cores' worth other
-    processes used during the timed runs (load.py), and the load average before and after them say
+    spell on a shared machine falls on all stages alike. cpu_per_wall is the CPU seconds per second of
+    this process and its children (a DataLoader's workers do its work); others_cores, the cores' worth other
+    processes used during the timed runs (machine.py), and the load average before and after them say
     whether the machine was free; `unreliable` lists what makes the figure doubtful (verdict.py)."""
     tallies = {k: Tally() for k in runs}
     for round_ in range(warmup + repeats):
@@ -64,13 +64,13 @@ def interleaved(runs: dict, deadlines: dict, *, warmup: int, repeats: int, sync,
             timed = round_ >= warmup
             before = tallies[stage].start() if timed else None
             with deadlines[stage] as deadline:
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0, c0 = time.perf_counter(), machine.own_cpu()
                 n = run(deadline.check)
                 sync()
                 seconds = time.perf_counter() - t0
             progress(stage, round_ - warmup, repeats, n / seconds)
             if timed:
-                tallies[stage].add(before, n, seconds, time.process_time() - c0)
+                tallies[stage].add(before, n, seconds, machine.own_cpu() - c0)
     return {k: t.figures() for k, t in tallies.items()}
 
 
@@ -81,19 +81,19 @@ class Tally:
         self.rates, self.images, self.others, self.load_average = [], [], [], []
         self.wall = self.cpu = self.others_cpu = self.watched = 0.0
 
-    def start(self) -> load.Sample:
+    def start(self) -> machine.Sample:
         if not self.load_average:
             self.load_average.append(os.getloadavg()[0])
-        return load.sample()
+        return machine.sample()
 
-    def add(self, before: load.Sample, n: int, seconds: float, cpu: float):
-        after = load.sample()
-        others = load.others_cores(before, after)
+    def add(self, before: machine.Sample, n: int, seconds: float, cpu: float):
+        after = machine.sample()
+        others = machine.others_cores(before, after)
         window = after.wall - before.wall
         self.rates.append(n / seconds)
         self.images.append(n)
         self.wall, self.cpu = self.wall + seconds, self.cpu + cpu
-        self.others.append(others if others is not None and window >= load.MIN_WINDOW else None)
+        self.others.append(others if others is not None and window >= machine.MIN_WINDOW else None)
         if others is not None:
             self.others_cpu, self.watched = self.others_cpu + others * window, self.watched + window
         self.load_average[1:] = [os.getloadavg()[0]]
@@ -102,7 +102,7 @@ class Tally:
         r = self.rates
         out = dict(median=statistics.median(r), min=min(r), max=max(r), runs=r, images_per_run=self.images,
                    cpu_per_wall=self.cpu / self.wall,
-                   others_cores=self.others_cpu / self.watched if self.watched >= load.MIN_WINDOW else None,
+                   others_cores=self.others_cpu / self.watched if self.watched >= machine.MIN_WINDOW else None,
                    others_cores_runs=self.others, load_average=self.load_average)
         out["unreliable"] = verdict.reasons(out)
         return out

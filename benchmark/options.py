@@ -1,16 +1,17 @@
-"""bench.py's options, declared once: the training options it shares come from training's Config
-(same flag, help and default), the rest are declared here."""
+"""bench.py's options, declared once, checked on construction and frozen (as training's Config): the
+training options it shares come from Config (same flag, help and default), the rest are declared here."""
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from common import cli
 from common.cli import UsageError, option
-from training.config import Config
+from training import Config
 
 from . import fastpaths
 
 CPU_IMAGES = 10_240  # images per pipeline pass on a CPU: 20 batches of 512
+CPU_MODEL_SECONDS = 60  # what the model stages may take on a CPU, the batch chosen to fit (run.py)
 SCALING_BATCHES = (128, 256, 512, 1024, 2048)
 
 
@@ -20,13 +21,15 @@ def training(name: str):
     return dataclasses.field(default=f.default, metadata=f.metadata)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     data_dir: str = option("data", "CIFAR-10 store folder (run train.py once to fetch it)")
     synthetic: int = option(0, "benchmark on N random uint8 32x32 images instead of CIFAR-10", metavar="N")
     device: str = training("device")
     model: str = training("model")
-    batch_size: int = training("batch_size")
+    batch_size: int = option(0, f"images per batch (default: train.py's {Config.batch_size} on a GPU; on a CPU "
+                                f"the largest power of two up to it whose model stages take about "
+                                f"{CPU_MODEL_SECONDS} s, from a probe of the step's speed)")
     precision: str = training("precision")
     channels_last: bool = training("channels_last")
     compile: bool = training("compile")
@@ -60,8 +63,9 @@ class Options:
     json: str = option("bench.json", "where to write every figure")
     png: str = option("", "where to draw them (default: the --json path with .png)")
 
-    def check(self):
+    def __post_init__(self):
         problems = [
+            (self.batch_size < 0, f"--batch-size must be >= 0 (got {self.batch_size})"),
             (self.synthetic < 0, f"--synthetic must be >= 0 (got {self.synthetic})"),
             (self.images < 0, f"--images must be >= 0 (got {self.images})"),
             (self.threads < 0, f"--threads must be >= 0 (got {self.threads})"),
@@ -77,15 +81,17 @@ class Options:
         for bad, message in problems:
             if bad:
                 raise UsageError(message)
-        self.png = self.png or str(Path(self.json).with_suffix(".png"))
-        for path in (self.json, self.png):  # found out now, not after minutes of measuring
+        for path in (self.json, self.png_path):  # found out now, not after minutes of measuring
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise UsageError(f"cannot write {path}: {e.strerror}") from None
 
 
+    @property
+    def png_path(self) -> str:
+        return self.png or str(Path(self.json).with_suffix(".png"))
+
+
 def parse(argv, description: str) -> Options:
-    opts = Options(**cli.parse(Options, argv, description))
-    opts.check()
-    return opts
+    return Options(**cli.parse(Options, argv, description))

@@ -5,10 +5,12 @@ import os
 import platform
 import resource
 import sys
+import time
 
 import torch
 import torchvision
 
+from common import cli
 from common.files import write_text
 from common.tables import markdown
 
@@ -108,6 +110,30 @@ def fast_path_choices(variants: dict, precision: str, mode: str) -> dict:
     at_precision = max(by_precision, key=lambda p: (len(by_precision[p]), p == precision))
     return dict(precision={**verdict.choose(by_mode[at_mode], precision), "measured_with": at_mode},
                 compile={**verdict.choose(by_precision[at_precision], mode), "measured_with": at_precision})
+
+
+class Record:
+    """The run's report as it grows, and its file: rewritten after each group of stages so that a run
+    cut short keeps what it measured."""
+
+    def __init__(self, path):
+        self.path, self.doc, self.started = path, {}, time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def save(self, doc: dict | None = None):
+        write(self.doc if doc is None else doc, self.path)
+
+    def stuck(self, stage: str, message: str):
+        """The watchdog's way out when a stage hangs inside one call: record it, say so, end the process."""
+        self.doc["failed"] = dict(stage=stage, message=message)
+        self.doc["seconds"] = self.seconds()
+        self.save()
+        try:
+            cli.fail(f"{message}; the figures so far are in {self.path}", code=1)
+        finally:
+            os._exit(1)  # sys.exit in this thread would end only the thread; the main one is stuck
 
 
 def write(report: dict, path):

@@ -1,11 +1,11 @@
 """The stages: each loader alone (pipeline_*), the training step alone on a batch already on the device
 (model_only, the ceiling), and the training step fed by each loader (e2e_*)."""
+import time
 from typing import NamedTuple
 
 import torch
 
-from training.build import build_model, build_optimizer, precision
-from training.step import train_step
+from training import build_model, build_optimizer, precision, train_step
 
 from . import limits
 from .loaders import NAMES
@@ -18,6 +18,14 @@ PIPELINES = [f"pipeline_{k}" for k in NAMES]
 FLOP_IMAGES = 8  # images of the first batch whose training step the FLOP counter watches
 MODELS = ["model_only"] + [f"e2e_{k}" for k in NAMES]
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+PROBE_BATCH = 32  # images of the step that measures a CPU's speed before the batch is chosen
+
+
+class Rounds(NamedTuple):
+    """How the model stages are timed: untimed steps they share, then rounds of steps per stage."""
+    warmup: int
+    repeats: int
+    steps: int
 
 
 class Trainer(NamedTuple):
@@ -52,24 +60,36 @@ def pipelines(loaders: dict, deadlines: dict, *, warmup: int, repeats: int, seco
     return interleaved(runs, deadlines, warmup=warmup, repeats=repeats, sync=sync, progress=progress)
 
 
-def models(loaders: dict, train: Trainer, deadlines: dict, *, warmup: int, repeats: int, steps_per_run: int,
-           sync, progress) -> tuple:
+def models(loaders: dict, train: Trainer, deadlines: dict, rounds: Rounds, sync, progress) -> tuple:
     """(results, training FLOPs per image, the model-alone batch): the model alone and fed by each
-    loader, interleaved, after `warmup` untimed steps they share (one model). FLOPs are counted on a
-    few images of the batch, on the uncompiled model: a conv net's FLOPs grow linearly with the batch,
-    and a small one is quick."""
+    loader, interleaved, after rounds.warmup untimed steps they share (one model). FLOPs are counted
+    on a few images of the batch, on the uncompiled model: a conv net's FLOPs grow linearly with the
+    batch, and a small one is quick."""
     streams = {name: forever(loader) for name, loader in loaders.items()}  # each stream's first batch drawn
     alone = repeat_first(streams["dali"])
     x, y = next(alone)
     with deadlines["model_only"] as deadline:
         counted = limits.step_flops(train.eager_step, x[:FLOP_IMAGES], y[:FLOP_IMAGES])
         flops_per_image = counted / len(y[:FLOP_IMAGES])
-        for _ in range(warmup):
+        for _ in range(rounds.warmup):
             train.step(x, y)
             deadline.check()
         sync()
-    progress("model_only", -1, repeats, None)
-    runs = {"model_only": steps(train.step, alone, steps_per_run),
-            **{f"e2e_{name}": steps(train.step, stream, steps_per_run) for name, stream in streams.items()}}
-    results = interleaved(runs, deadlines, warmup=0, repeats=repeats, sync=sync, progress=progress)
+    progress("model_only", -1, rounds.repeats, None)
+    runs = {"model_only": steps(train.step, alone, rounds.steps),
+            **{f"e2e_{name}": steps(train.step, stream, rounds.steps) for name, stream in streams.items()}}
+    results = interleaved(runs, deadlines, warmup=0, repeats=rounds.repeats, sync=sync, progress=progress)
     return results, flops_per_image, (x, y)
+
+
+def probe(cfg, device) -> float:
+    """Training images/s of one step on PROBE_BATCH random images, after one untimed step: enough to
+    size the CPU's model stages (the first step pays for allocations and kernel choice)."""
+    step = trainer(cfg, device).step
+    x = torch.rand(PROBE_BATCH, 3, 32, 32, device=device, dtype=precision(cfg, device).loader_dtype)
+    x = x.contiguous(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    y = torch.randint(0, 10, (PROBE_BATCH,), device=device)
+    step(x, y)
+    started = time.perf_counter()
+    step(x, y)
+    return PROBE_BATCH / (time.perf_counter() - started)

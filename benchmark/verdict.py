@@ -1,10 +1,10 @@
 """What the figures allow one to say. A stage is unreliable when other processes used more than
-load.LOAD_LIMIT cores during its timed runs, or its runs spread more than SPREAD_LIMIT (max / min);
+machine.LOAD_LIMIT cores during its timed runs, or its runs spread more than SPREAD_LIMIT (max / min);
 a comparison of two stages is then no verdict. Otherwise A beats B only when the runs' ranges are apart
 (A's slowest run above B's fastest): a margin inside the spread is a tie. A data-loading tax below zero
 beyond the spread and below -3 % (end to end faster than the model alone) is impossible and said so:
 one of its stages was slowed by something, seen by the load sampler or not."""
-from .load import LOAD_LIMIT
+from .machine import LOAD_LIMIT
 
 SPREAD_LIMIT = 2.0  # max / min of a stage's runs; quiet runs on 2 shared cores spread up to ~1.45
 TAX_FLOOR = -0.03  # taxes within +-3 % are step-to-step noise on quiet cores; below this one is impossible

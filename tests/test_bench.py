@@ -24,9 +24,10 @@ from PIL import Image
 
 import bench
 import pipeline
-from benchmark import fastpaths, limits, load, measure, plot, report as reports, run, verdict
+from benchmark import fastpaths, limits, machine, measure, plot, report as reports, run, stages, verdict
 from benchmark.loaders import Cutout
 from common import cli, device as devices
+from training import Config, resolve
 from tests.conftest import ROOT
 
 PIPELINES = ("pipeline_dali", "pipeline_torch_ops", "pipeline_dataloader")
@@ -58,7 +59,7 @@ def tiny(tmp_path_factory):
     its passes). torch.compile is an eager stand-in that records its mode: compiling ResNet18 takes
     ~40 s on 2 idle cores, and even a one-layer model 10-25 s on busy ones (measured)."""
     out, planted, modes = tmp_path_factory.mktemp("tiny") / "bench.json", [0.0], []
-    iterate, sample = pipeline.TensorLoader.__iter__, load.sample
+    iterate, sample = pipeline.TensorLoader.__iter__, machine.sample
 
     def held_core(self):
         yield from iterate(self)
@@ -71,8 +72,8 @@ def tiny(tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(stdout), redirect_stderr(stderr):
         patch.setattr(pipeline.TensorLoader, "__iter__", held_core)
-        patch.setattr(load, "sample", busy_sample)
-        patch.setattr(load, "MIN_WINDOW", 0.0)  # judge the tiny runs too
+        patch.setattr(machine, "sample", busy_sample)
+        patch.setattr(machine, "MIN_WINDOW", 0.0)  # judge the tiny runs too
         patch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
         code = run_in_process(*TINY, "--threads", 1, "--scaling", "--scaling-batches", 4, 8, 16,
                               "--fast-paths", "--fast-path-variants", *VARIANTS, "--json", out)
@@ -268,36 +269,53 @@ def test_a_cgroup_cpu_quota_is_read(tmp_path, monkeypatch, files, cores):
     paths = [tmp_path / f"f{i}" for i in range(len(files))]
     for path, text in zip(paths, files):
         path.write_text(text + "\n")
-    monkeypatch.setattr(load, "CGROUP_QUOTAS", ((str(tmp_path / "absent"),), tuple(map(str, paths))))
-    assert load.cpu_quota() == cores
-    monkeypatch.setattr(load, "SHARED", True)  # a quota below the CPUs it may run on: others' use not judged
-    assert load.machine_busy() is None and load.others_cores(load.sample(), load.sample()) is None
+    monkeypatch.setattr(machine, "CGROUP_QUOTAS", ((str(tmp_path / "absent"),), tuple(map(str, paths))))
+    assert machine.cpu_quota() == cores
+    monkeypatch.setattr(machine, "SHARED", True)  # a quota below the CPUs it may run on: others' use not judged
+    assert machine.machine_busy() is None and machine.others_cores(machine.sample(), machine.sample()) is None
 
 
 def test_threads_follow_the_free_cores_and_child_processes_count_as_this_run():
     opts = SimpleNamespace(threads=0, workers=None)  # no --threads: the cores left free in the first 0.5 s
-    chosen = run.choose_threads(opts)
+    chosen = run.choose_threads(opts).as_config()
     assert chosen["threads_from"] == "cores free at the start" and chosen["others_cores_start"] >= 0
-    assert opts.threads == opts.workers == chosen["threads"] == load.threads_for(load.CORES,
-                                                                                 chosen["others_cores_start"])
-    assert chosen["dali_threads"] == min(4, opts.threads) and chosen["torch_threads"] == opts.threads
-    assert [load.threads_for(2, o) for o in (None, 0.0, 0.25, 0.3, 0.9, 1.9)] == [2, 2, 2, 1, 1, 1]
-    assert load.threads_for(16, 3.0) == 13
-    before, after = load.Sample(0.0, 10.0, 1.0), load.Sample(2.0, 13.0, 2.0)
-    assert load.others_cores(before, after) == pytest.approx(1.0)  # 3 busy seconds, 1 of them ours, in 2 s
-    assert load.others_cores(before._replace(busy=None), after) is None
-    mine = load.own_cpu()
+    assert chosen["workers"] == chosen["threads"] == machine.threads_for(machine.CORES, chosen["others_cores_start"])
+    assert chosen["dali_threads"] == min(4, chosen["threads"]) and chosen["torch_threads"] == chosen["threads"]
+    assert [machine.threads_for(2, o) for o in (None, 0.0, 0.25, 0.3, 0.9, 1.9)] == [2, 2, 2, 1, 1, 1]
+    assert machine.threads_for(16, 3.0) == 13
+    before, after = machine.Sample(0.0, 10.0, 1.0), machine.Sample(2.0, 13.0, 2.0)
+    assert machine.others_cores(before, after) == pytest.approx(1.0)  # 3 busy seconds, 1 of them ours, in 2 s
+    assert machine.others_cores(before._replace(busy=None), after) is None
+    mine = machine.own_cpu()
     burn = "import sys, time\nwhile time.process_time() < 0.3: pass\nsys.stdin.read()"
     child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
     deadline = time.monotonic() + 120  # a bound for a hung child only
-    while load.process_cpu(child.pid) < 0.25 and time.monotonic() < deadline:  # /proc counts 10 ms ticks
+    while machine.process_cpu(child.pid) < 0.25 and time.monotonic() < deadline:  # /proc counts 10 ms ticks
         time.sleep(0.05)
-    assert load.own_cpu() - mine >= 0.25  # a live child's CPU time is this run's
+    assert machine.own_cpu() - mine >= 0.25  # a live child's CPU time is this run's
     child.communicate(b"")
-    assert load.own_cpu() - mine >= 0.25  # and still once it has ended and been reaped
-    before = load.sample()
+    assert machine.own_cpu() - mine >= 0.25  # and still once it has ended and been reaped
+    before = machine.sample()
     assert before.busy >= before.own - mine  # /proc/stat read: the machine's busy time includes ours
-    assert load.others_cores(before, load.sample()) >= 0
+    assert machine.others_cores(before, machine.sample()) >= 0
+
+
+@pytest.mark.parametrize("rate, images, batch", [(100, 10240, 512), (20, 10240, 128), (20, 100, 64), (1, 10240, 32)])
+def test_a_cpu_batch_fits_the_model_stages_in_a_minute_at_the_probed_speed(monkeypatch, rate, images, batch):
+    monkeypatch.setattr(stages, "probe", lambda cfg, device: float(rate))  # images/s of a training step
+    chosen, how = run.cpu_batch(resolve(Config(device="cpu")), torch.device("cpu"), 1, images)
+    assert chosen == batch and how.startswith(f"a probe step: {rate} img/s, so {batch} keeps")
+    assert 9 * chosen / rate <= 60 or chosen == 32  # a warm-up and 2 rounds of 4 stages, one step each
+
+
+def test_a_stages_cpu_per_second_counts_its_child_processes():
+    """A DataLoader's workers do its work in other processes: their CPU time is the stage's."""
+    burn = [sys.executable, "-c", "import time\nwhile time.process_time() < 0.3: pass"]
+    run_ = {"child": lambda check: subprocess.run(burn, check=True) and 1}
+    deadline = {"child": measure.Deadline("child", 120, lambda *a: None)}
+    figures = measure.interleaved(run_, deadline, warmup=0, repeats=1, sync=lambda: None,
+                                  progress=lambda *a: None)["child"]
+    assert figures["cpu_per_wall"] / figures["median"] >= 0.25  # CPU seconds of the one run
 
 
 @pytest.mark.skipif(not os.environ.get("BENCH_COMPILE"), reason=(
