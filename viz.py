@@ -19,6 +19,7 @@ from common.cli import UsageError, option
 from common.files import atomic_write, write_text
 from explain import Explanation, attacks, report
 from explain.cams import METHODS, check_methods
+from explain.evaluation import CPU_TEST_IMAGES
 from explain.explanation import DEFAULT_METHODS, METHOD_IMAGES, check_count
 
 
@@ -35,7 +36,9 @@ class Options:
     adversarial: bool = option(False, "attack correctly classified images")
     attack: str = option(None, "with --adversarial: fgsm or pgd (default fgsm)", choices=attacks.KINDS)
     eps: float = option(None, "with --adversarial: attack budget in pixel units /255 (default 8)")
-    limit_test: int = option(0, "use N test images, every class kept in its share (as train.py's --limit-test)")
+    limit_test: int = option(None, "use N test images, every class kept in its share (as train.py's "
+                                   f"--limit-test); 0: all (default: all on a GPU, {CPU_TEST_IMAGES} on the CPU, "
+                                   "where all 10,000 take minutes)")
 
     def check(self):
         """Every flag checked before the long work, by the checks the Python API makes."""

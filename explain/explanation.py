@@ -50,14 +50,15 @@ class Explanation:
     test: Predictions       # the test pass
 
     @classmethod
-    def load(cls, checkpoint, device="auto", data_dir="", limit_test=0, layer="layer3") -> "Explanation":
+    def load(cls, checkpoint, device="auto", data_dir="", limit_test=None, layer="layer3") -> "Explanation":
         """limit_test: evaluate that many test images, every class kept in its share (the same ones as
-        training's --limit-test); 0: all. data_dir: default, the one the run trained on."""
+        training's --limit-test); 0: all; None: all on a GPU, evaluation.CPU_TEST_IMAGES on the CPU.
+        data_dir: default, the one the run trained on."""
         if device not in devices.CHOICES:
             raise UsageError(f"--device {device!r}: choose from {', '.join(devices.CHOICES)}")
-        evaluation.check_limit(limit_test)
-        state = checkpoints.load(checkpoint)
         where = devices.choose(device)
+        limit_test = evaluation.test_limit(limit_test, where)
+        state = checkpoints.load(checkpoint)
         model = evaluation.load_model(state, checkpoint, where)
         data_dir = str(data_dir or state["config"].get("data_dir", "data"))
         data = evaluation.open_data(state, data_dir)

@@ -98,7 +98,8 @@ def plot_curves(history: list, lr_steps: list) -> Figure:
     lr.set(title="learning rate of each step", xlabel="step")
     for ax in (loss, acc):
         ax.legend()
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Whole epochs only, one tick at least: a single epoch's axis otherwise shows 0.945..1.050.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     for ax in (loss, acc, lr):
         ax.grid(alpha=0.3)
     fig.suptitle("training history" if history else "training history: no finished epoch yet")

@@ -43,9 +43,9 @@ def fine_enough(model: nn.Module, name: str, image_size: int) -> bool:
 
 def find_layer(model: nn.Module, name: str, image_size: int) -> nn.Module:
     """The block `name` names; UsageError if there is none or its map is too coarse for a CAM."""
-    valid = layer_names(model)
-    if name not in valid:
-        raise UsageError(f"--layer {name!r} is not a layer of this model; choose one of {', '.join(valid)}")
+    if name not in layer_names(model):
+        fine = [n for n in layer_names(model) if fine_enough(model, n, image_size)]  # only what would pass
+        raise UsageError(f"--layer {name!r} is not a layer of this model; choose one of {', '.join(fine)}")
     if not fine_enough(model, name, image_size):
         h, w = map_size(model, block(model, name), image_size)
         fine = [n for n in stage_names(model) if fine_enough(model, n, image_size)] or ["none"]

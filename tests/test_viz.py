@@ -296,7 +296,33 @@ def test_layer4_is_refused_in_one_line(trained_run, tmp_path, capsys):
 def test_unknown_layer_lists_the_valid_ones(trained_run, tmp_path, capsys):
     err = fails(viz.main, ["--checkpoint", trained_run / "last.pt", "--layer", "layer9", "--out", tmp_path / "x"],
                 capsys)
-    assert "'layer9'" in err and "layer1, layer1.0, layer1.1, layer2" in err
+    # Only the layers that would be accepted: layer4 and its blocks are too coarse (4x4) on 32 px.
+    assert err.endswith("'layer9' is not a layer of this model; choose one of layer1, layer1.0, layer1.1, "
+                        "layer2, layer2.0, layer2.1, layer3, layer3.0, layer3.1\n"), err
+
+
+def test_the_test_pass_defaults_to_all_images_on_a_gpu_and_a_stated_share_on_the_cpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert evaluation.test_limit(None, cpu) == evaluation.CPU_TEST_IMAGES == 2000
+    assert evaluation.test_limit(None, gpu) == 0 and evaluation.test_limit(0, cpu) == 0
+    assert evaluation.test_limit(300, gpu) == 300
+    with pytest.raises(UsageError, match="--limit-test must be >= 0"):
+        evaluation.test_limit(-1, cpu)
+    text = viz.Options.__dataclass_fields__["limit_test"].metadata["help"]
+    assert "default: all on a GPU, 2000 on the CPU" in text
+
+
+def test_curves_of_one_epoch_have_whole_epoch_ticks():
+    for epochs in (1, 2, 40):
+        history = [{"epoch": e, "train_loss": 2.2, "train_acc": 0.2, "test_loss": 2.3, "test_acc": 0.1}
+                   for e in range(1, epochs + 1)]
+        fig = figures.plot_curves(history, [0.1])
+        FigureCanvasAgg(fig).draw()
+        for ax in fig.axes[:2]:
+            lo, hi = ax.get_xlim()
+            ticks = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+            assert ticks and all(t.isdigit() for t in ticks), ticks
+            assert ("1" in ticks) == (epochs < 40), ticks
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
