@@ -15,7 +15,7 @@ from torchvision import transforms
 
 import pipeline
 from common import device as devices
-from pipeline.augment_spec import CUTOUT, PAD
+from pipeline.spec import CUTOUT, PAD
 
 NAMES = {"dali": "DALI", "torch_ops": "torch ops", "dataloader": "DataLoader"}
 

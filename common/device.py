@@ -1,13 +1,13 @@
 """Which device a command runs on (one rule for train.py, viz.py and bench.py), DALI's id for it, one
-resident copy of a host array on it, and whether torch.compile can build its kernels here."""
+resident copy of a host array on it, and whether torch.compile can build its kernels here. torch is
+imported where it is used: the option lists that name the devices load without it."""
+from __future__ import annotations
+
 import os
 import shutil
 import sysconfig
 import weakref
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from .cli import UsageError
 
@@ -16,6 +16,7 @@ CHOICES = ("auto", "cuda", "cpu")
 
 def choose(name: str, local_rank: int = 0) -> torch.device:
     """auto: the GPU local_rank when CUDA is visible, else the CPU; cuda without a GPU is a user error."""
+    import torch
     available = torch.cuda.is_available()
     if name == "cuda" and not available:
         raise UsageError("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
@@ -83,6 +84,7 @@ def compile_problem(device="auto") -> str | None:
     ($CC, else gcc, else clang); for the CPU, Inductor builds its C++ kernels ($CXX, else g++); both
     include this interpreter's Python.h. device: "cuda" (a GPU's needs, visible or not: a Docker build
     checks them), "cpu", or "auto" (the GPU's when CUDA is visible)."""
+    import torch
     gpu = str(device).startswith("cuda") or (str(device) == "auto" and torch.cuda.is_available())
     language, variable, fallbacks = ("C", "CC", ("gcc", "clang")) if gpu else ("C++", "CXX", ("g++",))
     named = os.environ.get(variable)

@@ -19,7 +19,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 from common.device import resident
 
-from .augment_spec import CUTOUT, PAD, cutout_fill, cutout_side
+from .spec import CUTOUT, PAD, cutout_fill, cutout_side
 
 DALI_DTYPE = {torch.float16: types.FLOAT16, torch.float32: types.FLOAT}
 

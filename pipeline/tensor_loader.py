@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from common.device import resident
 
-from .augment_spec import PAD, cutout_fill, cutout_side
+from .spec import PAD, cutout_fill, cutout_side
 
 
 class TensorLoader:

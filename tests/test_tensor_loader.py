@@ -12,7 +12,7 @@ import torch
 import pipeline
 from common.cli import UsageError
 from pipeline import MEAN, STD
-from pipeline.augment_spec import PAD, cutout_fill
+from pipeline.spec import PAD, cutout_fill
 from pipeline.tensor_loader import TensorLoader
 from tests.conftest import ROOT
 from tests.test_pipeline import assert_augmentation, images_of, position_images, raw_with_cutout
