@@ -66,6 +66,7 @@ def resident(array: np.ndarray, device: torch.device, prepare=None) -> torch.Ten
     validation loaders, the LR finder's, each batch-ramp rebuild) while any of them keeps it; the same
     array object and device give the same tensor. prepare(tensor) -> tensor derives a store from the
     copy (cached under its own key). The array is taken as read-only: change it and build anew."""
+    import torch
     key = (id(array), str(device), prepare)
     array_ref, tensor_ref = _RESIDENT.get(key, (None, None))
     tensor = tensor_ref() if array_ref is not None and array_ref() is array else None
