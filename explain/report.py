@@ -5,7 +5,7 @@ import numpy as np
 
 from common.tables import markdown
 
-from .faithfulness import ROAD_PERCENTILES, signed
+from .faithfulness import REMOVED, signed
 
 
 def per_class(matrix: np.ndarray, classes: list) -> list:
@@ -60,7 +60,7 @@ def headline(summary: dict, state: dict) -> str:
 
 
 def report(summary: dict, state: dict, t: dict) -> str:
-    removed = ", ".join(f"{100 - p}" for p in ROAD_PERCENTILES)
+    removed = ", ".join(f"{100 * f:.0f}" for f in REMOVED)
     faith, per_class, *attack = t.values()
     chance = [f"**Note: {summary['chance']['note']}.**"] if summary["chance"]["note"] else []
     parts = [f"# {summary['checkpoint']}", headline(summary, state), *chance,
