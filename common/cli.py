@@ -1,7 +1,12 @@
 """User mistakes become one line on stderr and exit code 2; options are declared once, on a dataclass."""
 import argparse
+import contextvars
 import dataclasses
 import sys
+
+# True while run() runs a script's main: a message then names an option as its flag; from Python (a
+# notebook building a Config) it names the field. spelled() is the one place that decides.
+_COMMAND_LINE = contextvars.ContextVar("command_line", default=False)
 
 
 class UserError(ValueError):
@@ -43,6 +48,7 @@ def run(main):
     """Call main(); a user mistake prints `error: ...` (no traceback) and exits 2; a run stopped by a
     signal says how to resume and exits 128 + the signal; one that could not finish exits 1. Library
     code raises, never exits: a notebook sees the same message as an exception."""
+    speaking = _COMMAND_LINE.set(True)
     try:
         main()
     except UserError as e:
@@ -52,6 +58,17 @@ def run(main):
     except Stopped as e:
         print(e, flush=True)
         sys.exit(e.code)
+    finally:
+        _COMMAND_LINE.reset(speaking)
+
+
+def spelled(field: str, value=None) -> str:
+    """An option as its reader gives it: `--find-lr-steps 100` to a script's user (under run()),
+    `find_lr_steps=100` to Python code such as a notebook's Config(...); value None: the name alone."""
+    if _COMMAND_LINE.get():
+        name = f"--{field.replace('_', '-')}"
+        return name if value is None else f"{name} {value}"
+    return f"{field}=" if value is None else f"{field}={value!r}"
 
 
 def option(default, help=None, **argparse_kw):

@@ -1,6 +1,7 @@
 """One face for every data source, so train.py and viz.py never branch on where images come from."""
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -46,11 +47,22 @@ def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True
                        f.mean, f.std, f.image_size, partial(train_loader, decode=f.decode),
                        partial(eval_loader, decode=f.decode), f.note, f.bad_files)
     c = load_cifar10(data_dir, download)
-    note = "" if c.official else (f"{data_dir} does not match the published CIFAR-10 checksums; "
-                                  "using it as given")
     return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes,
                    c.mean, c.std, c.train_images.shape[1], TensorLoader if loader == "torch" else train_loader,
-                   eval_loader, note)
+                   eval_loader, checksum_note(data_dir, c.official))
+
+
+_NOTED = set()  # CIFAR-10 folders whose checksum note this process has given
+
+
+def checksum_note(data_dir, official: bool) -> str:
+    """The note on a copy that does not match the published checksums, once per process and folder: a
+    notebook's find_lr then fit, or a sweep's data check then its trials, open the same copy again."""
+    key = Path(data_dir).resolve()
+    if official or key in _NOTED:
+        return ""
+    _NOTED.add(key)
+    return f"{data_dir} does not match the published CIFAR-10 checksums; using it as given"
 
 
 def test_subset(labels, n: int) -> np.ndarray:

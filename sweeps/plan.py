@@ -26,10 +26,10 @@ OWNED = {"out": "each trial's run directory is the sweep's (under --out)",
 TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 # Names people type for train.py's options (other scripts' and papers' spellings), for the hint that a
 # misspelt option gets; anything else is matched by spelling alone.
-SYNONYMS = {"learning_rate": "lr", "max_lr": "lr", "wd": "weight_decay", "bs": "batch_size", "batch": "batch_size", "epoch": "epochs", "n_epochs": "epochs",
-            "opt": "optimizer", "optim": "optimizer", "arch": "model", "net": "model", "network": "model",
-            "schedule": "scheduler", "sched": "scheduler", "lr_scheduler": "scheduler",
-            "smoothing": "label_smoothing", "amp": "precision", "dtype": "precision",
+SYNONYMS = {"learning_rate": "lr", "max_lr": "lr", "wd": "weight_decay", "bs": "batch_size", "batch": "batch_size",
+            "epoch": "epochs", "n_epochs": "epochs", "opt": "optimizer", "optim": "optimizer", "arch": "model",
+            "net": "model", "network": "model", "schedule": "scheduler", "sched": "scheduler",
+            "lr_scheduler": "scheduler", "smoothing": "label_smoothing", "amp": "precision", "dtype": "precision",
             "mom": "momentum", "val": "val_split", "validation_split": "val_split"}
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, train_loader
+from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, open_dataset, train_loader
 from pipeline.dali import CUTOUT, PAD, cutout_fill
 from pipeline.cifar import STORE_NAME
-from tests.conftest import CLASSES, fails
+from tests.conftest import CLASSES, fails, write_cifar
 
 
 def read_pickles(root):
@@ -39,6 +39,20 @@ def test_store_equals_pickles_and_is_reused(cifar_dir):
     again = load_cifar10(cifar_dir, download=False)
     np.testing.assert_array_equal(again.train_images, x)
     assert again.classes == tuple(CLASSES)
+
+
+def test_a_copy_off_the_published_checksums_is_noted_once_per_process(cifar_dir, tmp_path, capsys):
+    """A notebook's find_lr then fit (two runs' set-ups in one process) print the note once, not twice."""
+    from training import Config
+    from training.data import prepare
+    from training.distributed import Process
+    cpu = Process(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    for _ in range(2):
+        prepare(Config(data_dir=str(cifar_dir), device="cpu", limit_train=20, limit_test=10), cpu)
+    assert capsys.readouterr().err == (f"note: {cifar_dir} does not match the published CIFAR-10 checksums; "
+                                       "using it as given\n")
+    other = write_cifar(tmp_path / "other")  # another copy is another note
+    assert "does not match" in open_dataset("cifar10", other).note and open_dataset("cifar10", other).note == ""
 
 
 def images_of(loader):

@@ -9,10 +9,11 @@ import torch
 
 import nets
 import train
+from common import cli
 from common.cli import UsageError
 from nets import checkpoint
 from tests.conftest import digest, fails, run_script, same_history, same_weights
-from training import Config, config, fit, loop, lr_finder
+from training import Config, config, find_lr, fit, loop, lr_finder, runlog
 from training.build import build_optimizer, build_scheduler, parameter_groups
 from training.data import split
 from training.ema import EMA
@@ -284,19 +285,45 @@ def sigmoid_curve(lrs, centre=10 ** -2.5, drop=2.0):
 
 @pytest.mark.parametrize("case, says", [
     ("descends", ""),
-    ("few steps", "20 steps are too few"),
     ("flat", "the smoothed loss never fell by 5% (at best 0.9%) before it rose"),
     ("explodes at once", "the loss exploded after 12 of 200 steps, at LR"),
 ])
 def test_the_range_test_says_when_its_curve_gives_no_usable_lr(case, says):
-    steps = 20 if case == "few steps" else 200
-    lrs = list(np.logspace(-6, 1, steps))
+    lrs = list(np.logspace(-6, 1, 200))
     losses = {"flat": sigmoid_curve(lrs, drop=0.02)}.get(case, sigmoid_curve(lrs))
-    kept = 12 if case == "explodes at once" else steps
-    problem = lr_finder.verdict(lrs[:kept], losses[:kept], steps)
+    kept = 12 if case == "explodes at once" else 200
+    problem = lr_finder.verdict(lrs[:kept], losses[:kept], 200)
     assert problem.startswith(says) if says else problem == ""
-    if case in ("few steps", "flat"):
-        assert "--find-lr-steps 400 or more, or pass --lr" in problem or "--find-lr-steps 200" in problem
+
+
+def flat_test(steps=200):
+    """A range test whose curve hardly falls: no usable LR, and not for lack of steps."""
+    lrs = list(np.logspace(-6, 1, steps))
+    losses = sigmoid_curve(lrs, drop=0.02)
+    return lr_finder.RangeTest(lrs, losses, float("nan"), lr_finder.verdict(lrs, losses, steps))
+
+
+def test_range_test_advice_is_one_rule_spoken_as_flags_on_the_command_line_and_as_fields_in_python():
+    """The length rule is stated once (--help, the refusal); a flat curve's advice names what works
+    (the default LR, given here as a number) in the reader's terms, without a new minimum."""
+    assert config.LR_TEST_RULE in " ".join(config.Config.__dataclass_fields__["find_lr_steps"].metadata["help"]
+                                          .split())
+    with pytest.raises(UsageError) as python:
+        Config(find_lr_steps=30, lr="auto")
+    assert str(python.value) == (f"find_lr_steps=30: {config.LR_TEST_RULE}: give find_lr_steps=100 or more, or "
+                                 "train without the test: drop lr='auto'")
+    flat, cfg = flat_test(), Config(batch_size=128, lr="auto")
+    words = lr_finder.advice(flat, cfg)
+    assert "drop lr='auto' to train at the default LR, 0.05 here" in words and "give lr= a value" in words
+    assert "find_lr_steps= above 200" in words and "or more" not in words
+    spoken = []
+    cli.run(lambda: spoken.append(lr_finder.advice(flat, cfg)))  # as under a script's main
+    for phrase in ("drop --lr auto to train at the default LR, 0.05 here", "give --lr a value",
+                   "(--find-lr-steps above 200)"):
+        assert phrase in spoken[0]
+    assert "=" not in spoken[0]
+    exploded = lr_finder.RangeTest(flat.lrs[:12], flat.losses[:12], float("nan"), "exploded")
+    assert "check the data" in lr_finder.advice(exploded, cfg) and "default LR" not in lr_finder.advice(exploded, cfg)
 
 
 # ---------------------------------------------------------------------------------------- runs
@@ -337,37 +364,69 @@ def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_met
     torch.load(out / "last.pt", weights_only=True)  # plain types and tensors only
 
 
+@pytest.mark.parametrize("raw, ema, images, says", [
+    (0.10, None, 40, "AT CHANCE (raw weights): guessing 1 of 10 classes scores 2.5%-20.0% on 40 test images"),
+    (0.20, 0.225, 40, "AT CHANCE (raw weights)"),  # 8 of 40 right: within guessing; 9 of 40 is not
+    (0.12, 0.11, 10_000, ""),  # above the 9.4-10.6 % guessing gives on the full test set
+    (0.10, 0.095, 10_000, "AT CHANCE (raw and EMA weights): guessing 1 of 10 classes scores 9.4%-10.6% on "
+                          "10000 test images"),
+])
+def test_the_headline_says_when_a_final_accuracy_is_no_better_than_guessing(raw, ema, images, says):
+    last = {"epoch": 1, "test_acc": raw, "test_count": images, **({"ema_test_acc": ema} if ema else {})}
+    line = runlog.summary([last], tta=True, wall_seconds=1.0, classes=10)
+    assert ("AT CHANCE" in line) == bool(says) and says in line
+    assert line.endswith("; wall time 1.0 s") and line.startswith(f"done: final test acc {raw:.2%}")
+
+
 def test_without_a_validation_split_no_best_checkpoint_is_chosen(trained_run):
     assert (trained_run / "last.pt").exists() and not (trained_run / "best.pt").exists()
     assert checkpoint.load(trained_run / "last.pt")["best_val_acc"] is None
 
 
-def test_find_lr_writes_its_plot_and_says_when_the_curve_is_unusable(data_dir, tmp_path, capsys):
+def test_a_range_test_too_short_to_read_is_refused_before_it_runs(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lr_finder, "search", lambda setup: pytest.fail("the test ran"))
     out = tmp_path / "lr"
-    train.main(["--data-dir", str(data_dir), "--out", str(out), "--find-lr", "--find-lr-steps", "12",
-                *TINY, "--batch-size", "8"])
+    for flags in (["--find-lr"], ["--lr", "auto"]):
+        err = fails(train.main, ["--data-dir", data_dir, "--out", out, *TINY, *flags, "--find-lr-steps", "30"],
+                    capsys)
+        assert err.startswith(f"error: --find-lr-steps 30: {config.LR_TEST_RULE}: give --find-lr-steps 100 or more")
+    with pytest.raises(UsageError, match=r"^find_lr_steps=30: the LR range test needs 100 steps or more"):
+        find_lr(Config(data_dir=str(data_dir), out=str(out), find_lr_steps=30))  # a notebook's call
+    assert not out.exists()
+    fit_only = Config(data_dir=str(data_dir), find_lr_steps=30)  # carried, never run: not refused
+    assert fit_only.find_lr_steps == 30
+
+
+def test_find_lr_writes_its_plot_and_says_when_the_curve_is_unusable(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: flat_test(100))
+    out = tmp_path / "lr"
+    result = find_lr(Config(data_dir=str(data_dir), out=str(out), find_lr_steps=100, device="cpu",
+                            precision="fp32", batch_size=8, limit_train=24, limit_test=8, ema=0))
     text = capsys.readouterr().out
     assert (out / "lr_find.png").stat().st_size > 10_000
-    assert text.startswith("LR range test: no usable LR: 12 steps are too few")
+    assert text.startswith("LR range test: no usable LR: the smoothed loss never fell by 5%")
+    assert "leave lr= out" in text and "--lr" not in text, "from Python the advice names Config's fields"
+    assert result.advice in text and result.suggestion != result.suggestion  # nan
     assert not (out / "last.pt").exists(), "the range test does not train a run"
 
 
 def test_lr_auto_refuses_an_unusable_curve_and_trains_at_a_usable_ones_suggestion(data_dir, tmp_path, capsys,
                                                                                  monkeypatch):
-    args = ["--data-dir", data_dir, *TINY, "--epochs", "1", "--lr", "auto"]
-    err = fails(train.main, [*args, "--out", tmp_path / "a", "--find-lr-steps", "20"], capsys)
-    assert "--lr auto: 20 range-test steps are too few for a usable LR" in err  # known before it runs
-    flat = lr_finder.RangeTest([], [], float("nan"), "the smoothed loss never fell by 5%")
-    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: flat)
-    err = fails(train.main, [*args, "--out", tmp_path / "a", "--find-lr-steps", "100"], capsys)
-    assert "--lr auto: the LR range test gives no usable LR: the smoothed loss never fell by 5%" in err
-    assert not (tmp_path / "a").exists(), "a refused run leaves no run directory"
+    args = ["--data-dir", data_dir, *TINY, "--epochs", "1", "--lr", "auto", "--find-lr-steps", "100"]
+    monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: flat_test(100))
+    err = fails(train.main, [*args, "--out", tmp_path / "a"], capsys)
+    assert err.startswith("error: --lr auto: the LR range test gives no usable LR: the smoothed loss never fell by "
+                          "5% (at best")
+    assert "drop --lr auto to train at the default LR, 0.0125 here" in err
+    assert err.endswith(f"(plot: {tmp_path / 'a'}/lr_find.png)\n")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["lr_find.png"], "the plot, and no run"
     lrs = list(np.logspace(-6, 1, 100))
     known = lr_finder.RangeTest(lrs, sigmoid_curve(lrs), 0.0123)
     monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: known)
-    train.main([*map(str, args), "--out", str(tmp_path / "b"), "--find-lr-steps", "100"])
+    train.main([*map(str, args), "--out", str(tmp_path / "b")])
     assert "LR range test: suggested max LR 0.0123" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "b" / "last.pt")["config"]["lr"] == 0.0123
+    assert (tmp_path / "b" / "lr_find.png").exists()
 
 
 # --------------------------------------------------------------------------------------- divergence
@@ -432,7 +491,8 @@ def test_nonfinite_names_parameters_and_float_buffers():
     (["--resume", "missing.pt"], "does not exist"),
     (["--resume", "NOTCKPT"], "not a readable checkpoint"),
     (["--resume", "LAST", "--model", "resnet34"], "differs from the checkpoint's resnet18"),
-    ([], "already holds a resnet18 run (3 of 3 epochs): continue it with --resume"),
+    ([], "already holds a resnet18 run (3 of 3 epochs), finished, and its OneCycle schedule cannot be "
+         "stretched: pick another --out for a new run"),
     (["--model", "resnet34"], "already holds a resnet18 run (3 of 3 epochs): pick another "
                                                   "--out for resnet34"),
     (["--resume", "LAST", "--epochs", "5"], "--epochs 5: this run's OneCycle schedule was laid out for 3"),
@@ -447,6 +507,20 @@ def test_bad_input_exits_2_with_one_line_and_checkpoint_untouched(trained_copy, 
                 capsys)
     assert words in err
     assert digest(trained_copy / "last.pt") == before
+
+
+@pytest.mark.parametrize("epoch, scheduler, says", [
+    (2, "onecycle", "(2 of 3 epochs): continue it with --resume LAST, or pick another --out"),
+    (3, "none", "(3 of 3 epochs), finished: train it longer with --resume LAST --epochs N (N > 3), or pick another "
+                "--out"),
+])
+def test_a_run_directory_refusal_says_what_continuing_can_do(trained_copy, capsys, epoch, scheduler, says):
+    state = checkpoint.load(trained_copy / "last.pt")
+    state["epoch"], state["config"]["scheduler"] = epoch, scheduler
+    checkpoint.save(trained_copy / "last.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    err = fails(train.main, ["--out", trained_copy, "--device", "cpu"], capsys)
+    says = says.replace("LAST", str(trained_copy / "last.pt"))
+    assert err == f"error: {trained_copy} already holds a resnet18 run {says}\n"
 
 
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):

@@ -20,6 +20,10 @@ DEFAULT_LR = {"sgd": 0.2, "nesterov": 0.2, "rmsprop": 1e-3, "adam": 2e-3, "adamw
 LR_BATCH = 512  # DEFAULT_LR's batch: without --lr the LR follows the global batch linearly (Goyal et al.)
 LOADERS = ("dali", "torch")
 LR_TEST_MIN_STEPS = 100  # the range test's smoothing (beta 0.98) spans ~50 steps: fewer give a lagging curve
+# The range test's one rule on its length, in --help and in the refusal (the test's other verdicts are
+# about the curve it drew, lr_finder.verdict).
+LR_TEST_RULE = (f"the LR range test needs {LR_TEST_MIN_STEPS} steps or more: its loss smoothing spans ~50 steps, "
+                "so a shorter curve lags the LR it is read against")
 
 
 def lr_value(text: str):
@@ -88,8 +92,7 @@ class Config:
     skip_bad_images: bool = option(False, "imagefolder: train without the files that cannot be decoded "
                                           "(listed in RUN/bad_images.txt) instead of stopping")
     find_lr: bool = option(False, "LR range test only: plot and suggestion, then exit")
-    find_lr_steps: int = option(200, f"steps of the range test; its smoothing spans ~50 steps, so a usable "
-                                     f"curve needs {LR_TEST_MIN_STEPS} or more")
+    find_lr_steps: int = option(200, f"steps of the range test ({LR_TEST_RULE})")
     resume: str = option("", "checkpoint to continue from (its config is used)")
 
     def __post_init__(self):
@@ -109,10 +112,7 @@ class Config:
             (self.weight_decay < 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
             (min(self.limit_train, self.limit_test) < 0, "--limit-train/--limit-test must be >= 0"),
             (not 0 < self.plateau_factor < 1, "--plateau-factor must be in (0, 1)"),
-            (self.find_lr_steps < 10, "--find-lr-steps must be >= 10"),
-            (self.lr == "auto" and self.find_lr_steps < LR_TEST_MIN_STEPS, f"--lr auto: {self.find_lr_steps} "
-             f"range-test steps are too few for a usable LR (its smoothing spans ~50 steps): use --find-lr-steps "
-             f"{LR_TEST_MIN_STEPS} or more (default 200), or pass --lr"),
+            ((self.find_lr or self.lr == "auto") and self.find_lr_steps < LR_TEST_MIN_STEPS, too_short(self)),
             (not 0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
             (not 0 <= self.ema < 1, f"--ema is a decay in [0, 1) (got {self.ema})"),
             (self.grad_noise < 0, f"--grad-noise must be >= 0 (got {self.grad_noise})"),
@@ -127,6 +127,14 @@ class Config:
         for bad, message in problems:
             if bad:
                 raise UsageError(message)
+
+
+def too_short(cfg: Config) -> str:
+    """The refusal of a range test too short to read, before it runs. Checked only where the test runs
+    (--find-lr, --lr auto, find_lr()): a config that merely carries a short one (a checkpoint's) trains."""
+    instead = f", or train without the test: drop {cli.spelled('lr', 'auto')}" if cfg.lr == "auto" else ""
+    return (f"{cli.spelled('find_lr_steps', cfg.find_lr_steps)}: {LR_TEST_RULE}: give "
+            f"{cli.spelled('find_lr_steps', LR_TEST_MIN_STEPS)} or more{instead}")
 
 
 # Options that may differ when resuming: where and how to run, not what is trained.

@@ -1,11 +1,12 @@
 """LR range test (Smith 2015, sec. 3.3): raise the LR exponentially, watch the smoothed loss.
 
 The suggestion is the LR where the smoothed loss falls fastest (steepest descent against log LR), a
-usual choice for OneCycle's max LR. A curve can give no usable answer: too few steps for the smoothing,
-a loss that never falls, or one that explodes from the start; the test then says why instead of
-suggesting a number (measured: 20 steps "suggested" 5.5e-06 on a curve flat up to 0.1), and
-`--lr auto` refuses to train on it. The test trains its own model from the run's seed, so the run that
-follows starts exactly as it would with the same LR given by hand.
+usual choice for OneCycle's max LR. A test too short for its smoothing is refused before it runs
+(config.LR_TEST_RULE). A curve can still give no usable answer: a loss that never falls, or one that
+explodes from the start; the test then says why and what would work instead of suggesting a number,
+and `--lr auto` refuses to train on it (its plot is written all the same). The test trains its own
+model from the run's seed, so the run that follows starts exactly as it would with the same LR given by
+hand.
 """
 import math
 from dataclasses import dataclass, replace
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cli
 from common.cli import UsageError
 
 from . import distributed, rng
 from .build import build_model, build_optimizer, precision
-from .config import LR_TEST_MIN_STEPS, Config, resolve
+from .config import Config, resolve
 from .data import Setup, prepare
 from .rundir import claim
 from .step import train_step
@@ -32,11 +34,12 @@ class RangeTest:
     lrs: list
     losses: list          # smoothed
     suggestion: float     # nan when there is no usable answer
-    problem: str = ""     # why the curve gives no usable LR, or ""
+    problem: str = ""     # what the curve did that gives no usable LR, or ""
+    advice: str = ""      # what would work instead (advice()), or ""
 
     def line(self) -> str:
         if self.problem:
-            return f"LR range test: no usable LR: {self.problem}"
+            return f"LR range test: no usable LR: {self.problem}: {self.advice}"
         return f"LR range test: suggested max LR {self.suggestion:.3g}"
 
     def figure(self):
@@ -76,18 +79,33 @@ def range_test(step, optimizer, batches, start_lr=START_LR, end_lr=END_LR, steps
 
 
 def verdict(lrs, losses, steps: int) -> str:
-    """Why this curve gives no usable LR, or "" when it does."""
-    more = f"run it with --find-lr-steps {max(2 * LR_TEST_MIN_STEPS, 2 * steps)} or more, or pass --lr"
-    if steps < LR_TEST_MIN_STEPS:
-        return f"{steps} steps are too few (its smoothing spans ~50 steps, so the curve lags the LR): {more}"
-    if len(lrs) < EARLY_STOP * steps:
-        return (f"the loss exploded after {len(lrs)} of {steps} steps, at LR {lrs[-1] if lrs else 0:.1e}: "
-                "nothing trains at these LRs (check the data and model), or pass --lr")
+    """What the curve did that gives no usable LR, or "" when it gives one."""
+    if exploded_early(len(lrs), steps):
+        return f"the loss exploded after {len(lrs)} of {steps} steps, at LR {lrs[-1] if lrs else 0:.1e}"
     start = float(np.mean(losses[:max(1, len(losses) // 10)]))
     drop = (start - min(losses)) / start
     if drop < MIN_DROP:
-        return f"the smoothed loss never fell by {MIN_DROP:.0%} (at best {drop:.1%}) before it rose: {more}"
+        return f"the smoothed loss never fell by {MIN_DROP:.0%} (at best {drop:.1%}) before it rose"
     return ""
+
+
+def exploded_early(kept: int, steps: int) -> bool:
+    return kept < EARLY_STOP * steps
+
+
+def advice(result: RangeTest, cfg: Config) -> str:
+    """What would work instead of a curve with no usable LR, naming options as the reader gives them
+    (flags to a script's user, Config's fields to Python code): the test's one advice."""
+    if exploded_early(len(result.lrs), cfg.find_lr_steps):
+        return ("a loss that explodes at an LR this small is not the LR's doing: check the data (labels that "
+                "match the images) and the model")
+    default = resolve(replace(cfg, lr=0.0)).lr
+    train = (f"drop {cli.spelled('lr', 'auto')} to train at the default LR" if cfg.lr == "auto" else
+             f"train at the default LR (leave {cli.spelled('lr')} out)")
+    return (f"the loss hardly responds to the LR within this test, so its curve names none: {train}, "
+            f"{default:.3g} here (the optimizer's, scaled to the batch), or give {cli.spelled('lr')} a value of "
+            f"your own; a longer test ({cli.spelled('find_lr_steps')} above {cfg.find_lr_steps}) trains more at "
+            "each LR and may show a fall")
 
 
 def steepest_descent(lrs, losses) -> float:
@@ -100,7 +118,8 @@ def steepest_descent(lrs, losses) -> float:
 
 
 def search(setup: Setup) -> RangeTest:
-    """The range test on a model of the run's own, seeded as the run's, on its own stream of batches."""
+    """The range test on a model of the run's own, seeded as the run's, on its own stream of batches;
+    its plot written to RUN/lr_find.png (rank 0), usable or not."""
     cfg, device = setup.cfg, setup.process.device
     rng.seed_everything(cfg.seed)
     model = build_model(cfg, len(setup.data.classes), device)
@@ -108,33 +127,39 @@ def search(setup: Setup) -> RangeTest:
     autocast, scaler, _ = precision(cfg, device)
     loader = setup.train_loader(cfg.batch_size, seed=cfg.seed + 1)
     batches = (b for _ in iter(int, 1) for b in loader)  # as many epochs as it takes
-    return range_test(lambda x, y: train_step(model, optimizer, scaler, autocast, x, y,
-                                              smoothing=cfg.label_smoothing)[0],
-                      optimizer, batches, steps=cfg.find_lr_steps)
+    result = range_test(lambda x, y: train_step(model, optimizer, scaler, autocast, x, y,
+                                                smoothing=cfg.label_smoothing)[0],
+                        optimizer, batches, steps=cfg.find_lr_steps)
+    if result.problem:
+        result = replace(result, advice=advice(result, cfg))
+    if setup.process.main:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        result.figure().savefig(Path(cfg.out) / "lr_find.png")
+    return result
 
 
 def find_lr(cfg: Config) -> RangeTest:
     """train.py --find-lr, and a notebook's call: the range test alone, its line printed and its plot
-    written to RUN/lr_find.png; the result's figure() draws it again."""
-    cfg = resolve(cfg)
+    written to RUN/lr_find.png; the result's figure() draws it again. A test too short to read is
+    refused before anything runs, as --find-lr's is."""
+    cfg = resolve(replace(cfg, find_lr=True))
     process = distributed.start(cfg.device)
     refuse_ranks(process)
     with claim(cfg, process, new_run=False):
         result = search(prepare(cfg, process))
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        result.figure().savefig(Path(cfg.out) / "lr_find.png")
         print(f"{result.line()} (plot: {cfg.out}/lr_find.png)", flush=True)
     return result
 
 
 def usable_lr(setup: Setup) -> float:
-    """--lr auto: the range test's suggestion, or a UsageError saying why it has none."""
+    """--lr auto: the range test's suggestion, or a UsageError saying why it has none and what to do."""
     refuse_ranks(setup.process)
     result = search(setup)
     if result.problem:
-        raise UsageError(f"--lr auto: the LR range test gives no usable LR: {result.problem}")
+        raise UsageError(f"{cli.spelled('lr', 'auto')}: the LR range test gives no usable LR: {result.problem}: "
+                         f"{result.advice} (plot: {setup.cfg.out}/lr_find.png)")
     if setup.process.main:
-        print(result.line(), flush=True)
+        print(f"{result.line()} (plot: {setup.cfg.out}/lr_find.png)", flush=True)
     return result.suggestion
 
 

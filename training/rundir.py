@@ -19,13 +19,22 @@ def claim(cfg, process, new_run: bool):
 
 
 def already_holds(out: Path, model: str) -> str:
-    """The refusal, pointing at the old run only when continuing it is what this command could mean."""
+    """The refusal, pointing at the old run only when continuing it is what this command could mean, and
+    then at what continuing can do: a stopped run resumes; a finished one trains longer only where its
+    schedule allows (OneCycle's cannot be stretched)."""
     try:
         state = checkpoint.load(out / "last.pt")
         theirs, done, planned = state["config"]["model"], state["epoch"], state["config"]["epochs"]
+        scheduler = state["config"]["scheduler"]
     except (checkpoint.CheckpointError, KeyError):
         return f"{out} already holds a run (its last.pt): pick another --out"
+    holds = f"{out} already holds a {theirs} run ({done} of {planned} epochs)"
     if theirs != model:
-        return f"{out} already holds a {theirs} run ({done} of {planned} epochs): pick another --out for {model}"
-    return (f"{out} already holds a {theirs} run ({done} of {planned} epochs): continue it with --resume "
-            f"{out / 'last.pt'}, or pick another --out")
+        return f"{holds}: pick another --out for {model}"
+    if done < planned:
+        return f"{holds}: continue it with --resume {out / 'last.pt'}, or pick another --out"
+    if scheduler == "onecycle":
+        return (f"{holds}, finished, and its OneCycle schedule cannot be stretched: pick another --out for a new "
+                "run")
+    return (f"{holds}, finished: train it longer with --resume {out / 'last.pt'} --epochs N (N > {planned}), "
+            "or pick another --out")

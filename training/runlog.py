@@ -5,6 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from common.chance import at_chance, guessing_range
 from common.files import write_text
 from common.progress import bar as progress_bar
 from common.tables import row as table_row
@@ -93,16 +94,32 @@ def progress(batches: int, initial: int, batch_size: int, enabled: bool):
                         unit_scale=batch_size)
 
 
-def summary(history: list, tta: bool, wall_seconds: float | None = None) -> str:
+def summary(history: list, tta: bool, wall_seconds: float | None = None, classes: int | None = None) -> str:
     """The headline: the final epoch's test accuracy, of each set of weights (what papers report:
-    choosing the best epoch on the test set would leak it), the best validation accuracy when there is
-    a split, and the wall time of this process."""
+    choosing the best epoch on the test set would leak it), whether it is no better than guessing
+    among `classes` (None: not said), the best validation accuracy when there is a split, and the wall
+    time of this process."""
     last, how = history[-1], ", flip TTA" if tta else ", no TTA"
     line = f"done: final test acc {last['test_acc']:.2%} (raw weights{how})"
     if "ema_test_acc" in last:
         line += f", {last['ema_test_acc']:.2%} (EMA weights{how})"
     line += f" after {len(history)} epoch{'s' * (len(history) != 1)}"
+    if classes:
+        line += chance(last, classes)
     if "val_acc" in last:
         best = max(history, key=lambda r: r["val_acc"])
         line += f"; best val acc {best['val_acc']:.2%} at epoch {best['epoch']}"
     return line + ("" if wall_seconds is None else f"; wall time {wall_seconds:.1f} s")
+
+
+def chance(last: dict, classes: int) -> str:
+    """The headline's clause for final test accuracies no better than guessing (common.chance's rule),
+    or "" when every one beats it."""
+    images = last["test_count"]
+    guessing = [name for key, name in (("test_acc", "raw"), ("ema_test_acc", "EMA"))
+                if key in last and at_chance(last[key], classes, images)]
+    if not guessing:
+        return ""
+    low, high = guessing_range(classes, images)
+    return (f"; AT CHANCE ({' and '.join(guessing)} weights): guessing 1 of {classes} classes scores "
+            f"{low:.1%}-{high:.1%} on {images} test images 95 % of the time, so nothing learned shows")
