@@ -9,7 +9,6 @@ timed and freed before the next: its warm-up time (compiling included, from an e
 of its own) and its peak GPU memory above what was resident before it are its own, and a run cut
 short keeps every variant finished. The load sampler still marks a variant that other processes
 disturbed."""
-import argparse
 import gc
 import itertools
 import time
@@ -23,19 +22,7 @@ from training import precision, resolve
 from .measure import interleaved, steps
 from .stages import CUDA_GRAPH_MODES, trainer
 
-PRECISIONS = ("bf16", "fp16", "fp32")
-MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-DEFAULT = ("bf16:eager", "fp16:eager", "bf16:reduce-overhead", "bf16:default")
 GRAPHS_WARMUP = 3  # steps on a GPU: both passes compile on the first, CUDA graphs are recorded on a later one
-
-
-def variant(text: str) -> str:
-    """PRECISION:MODE, checked (the option's type)."""
-    precision, _, mode = text.partition(":")
-    if precision not in PRECISIONS or mode not in MODES:
-        raise argparse.ArgumentTypeError(f"expected PRECISION:MODE, PRECISION one of {', '.join(PRECISIONS)} "
-                                         f"and MODE one of {', '.join(MODES)}; got {text!r}")
-    return text
 
 
 def runnable(variants, device) -> tuple:

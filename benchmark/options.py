@@ -1,5 +1,6 @@
 """bench.py's options, declared once, checked on construction and frozen (as training's Config): the
 training options it shares come from Config (same flag, help and default), the rest are declared here."""
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,11 +9,23 @@ from common import cli
 from common.cli import UsageError, option
 from training import Config
 
-from . import fastpaths
-
 CPU_IMAGES = 10_240  # images per pipeline pass on a CPU: 20 batches of 512
 CPU_MODEL_SECONDS = 60  # what the model stages may take on a CPU, the batch chosen to fit (run.py)
 SCALING_BATCHES = (128, 256, 512, 1024, 2048)
+# The training step's fast paths (fastpaths.py): precisions x torch.compile modes, and the default
+# variants, most telling first (a run cut short by its time box keeps those).
+PRECISIONS = ("bf16", "fp16", "fp32")
+MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FAST_PATHS = ("bf16:eager", "fp16:eager", "bf16:reduce-overhead", "bf16:default")
+
+
+def variant(text: str) -> str:
+    """PRECISION:MODE, checked (the option's type)."""
+    precision, _, mode = text.partition(":")
+    if precision not in PRECISIONS or mode not in MODES:
+        raise argparse.ArgumentTypeError(f"expected PRECISION:MODE, PRECISION one of {', '.join(PRECISIONS)} "
+                                         f"and MODE one of {', '.join(MODES)}; got {text!r}")
+    return text
 
 
 def training(name: str):
@@ -52,9 +65,9 @@ class Options:
     fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say "
                                     "which precision and compile mode it would choose (default: on a GPU; "
                                     "on a CPU compiling ResNet18 takes 40 s or more per mode)")
-    fast_path_variants: tuple = option(fastpaths.DEFAULT, "PRECISION:MODE pairs for --fast-paths (default "
-                                       + " ".join(fastpaths.DEFAULT) + "; modes: "
-                                       + ", ".join(fastpaths.MODES) + ")", nargs="+", type=fastpaths.variant)
+    fast_path_variants: tuple = option(FAST_PATHS, "PRECISION:MODE pairs for --fast-paths (default "
+                                       + " ".join(FAST_PATHS) + "; modes: " + ", ".join(MODES) + ")",
+                                       nargs="+", type=variant)
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
                                   "(several minutes more on a CPU)")
     scaling_batches: tuple = option(SCALING_BATCHES, "batch sizes for --scaling (default "
