@@ -109,11 +109,12 @@ def fit(cfg: Config) -> Result:
             run, loader, train = start_run(setup, resumed)
             log = runlog.start(setup.cfg, process, setup.parts, run.epoch, resumed and (run.epoch, run.step))
             write_skipped(setup)
+            held_out = setup.eval_loaders()  # once per run: a pipeline each (on a GPU, the set uploaded)
             with Guard(process.device, setup.cfg.lr) as guard:
                 for epoch in range(run.epoch, setup.cfg.epochs):
                     if loader.batch_size != run.batch_size:  # --batch-ramp grew it
                         loader = setup.train_loader(run.batch_size, run.epoch, run.step)
-                    one_epoch(setup, run, loader, train, guard, log)
+                    one_epoch(setup, run, loader, held_out, train, guard, log)
             return closing(setup, run, time.perf_counter() - started)
     finally:
         if log:
@@ -149,8 +150,9 @@ def start_run(setup: Setup, resumed: dict | None) -> tuple:
     return run, loader, train
 
 
-def one_epoch(setup: Setup, run: Run, loader, train, guard: Guard, log):
-    """Train, check, evaluate, check, record and save one epoch; a signal saves the step and stops."""
+def one_epoch(setup: Setup, run: Run, loader, held_out: dict, train, guard: Guard, log):
+    """Train, check, evaluate, check, record and save one epoch; a signal saves the step and stops.
+    held_out: the run's loaders of the held-out parts (Setup.eval_loaders)."""
     cfg, process, epoch, t0 = setup.cfg, setup.process, run.epoch, time.perf_counter()
     wall_before = (run.partial or {}).get("wall", 0.0)
     sums, seconds = train_one_epoch(run, cfg, loader, train, guard, process)
@@ -159,7 +161,7 @@ def one_epoch(setup: Setup, run: Run, loader, train, guard: Guard, log):
     if guard.signum:
         interrupted(run, setup, guard, {"sums": distributed.total(sums), "seconds": seconds,
                                         "wall": wall_before + time.perf_counter() - t0})
-    metrics = evaluate_all(run, setup.eval_loaders(), setup.precision.autocast, process.device, cfg.tta)
+    metrics = evaluate_all(run, held_out, setup.precision.autocast, process.device, cfg.tta)
     guard.check_models(run.models().values(), metrics, epoch, kept)
     timing = {"train_seconds": seconds, "seconds": wall_before + time.perf_counter() - t0}  # wall: + eval
     end_epoch(run, cfg, distributed.total(sums), metrics, timing, len(setup.parts["train"][1]), process.world)
