@@ -1,8 +1,8 @@
 """train.py and the training package: config, optimizers, schedules, the recipe's options, the LR range
 test, runs from the command line and from Python, divergence, and user mistakes (resuming: test_resume.py)."""
-import re
 import csv
 import dataclasses
+import re
 import threading
 
 import numpy as np

@@ -267,7 +267,7 @@ def interrupted(run: Run, setup: Setup, guard: Guard, partial: dict):
 
 def closing(setup: Setup, run: Run, wall_seconds: float) -> Result:
     out = Path(setup.cfg.out)
-    summary = runlog.summary(run.history, setup.cfg.tta, wall_seconds)
+    summary = runlog.summary(run.history, setup.cfg.tta, len(setup.data.classes), wall_seconds)
     if setup.process.main:
         print(summary, flush=True)
     return Result(setup.cfg, run.history, out / "last.pt", best_path(setup.cfg, run.best_val_acc), summary)
@@ -277,8 +277,10 @@ def finished(cfg: Config, resumed: dict, process) -> Result:
     """--resume of a run that has trained all its epochs: nothing to do, and how to train on."""
     history, out = resumed["history"], Path(cfg.out)
     more = ("pass --epochs N (more than now) with --resume to train on" if cfg.scheduler != "onecycle" else
-            "its OneCycle schedule has ended: start a new run with more --epochs to train longer")
-    summary = f"{out} already finished its {cfg.epochs} epochs: {runlog.summary(history, cfg.tta)}; {more}"
+            "its OneCycle schedule has ended: start a new run with more --epochs and another --out to "
+            "train longer")
+    summary = (f"{out} already finished its {cfg.epochs} epochs: "
+               f"{runlog.summary(history, cfg.tta, len(resumed['classes']))}; {more}")
     if process.main:
         print(summary, flush=True)
     return Result(cfg, history, out / "last.pt", best_path(cfg, resumed["best_val_acc"]), summary)

@@ -94,18 +94,17 @@ def progress(batches: int, initial: int, batch_size: int, enabled: bool):
                         unit_scale=batch_size)
 
 
-def summary(history: list, tta: bool, wall_seconds: float | None = None, classes: int | None = None) -> str:
+def summary(history: list, tta: bool, classes: int, wall_seconds: float | None = None) -> str:
     """The headline: the final epoch's test accuracy, of each set of weights (what papers report:
     choosing the best epoch on the test set would leak it), whether it is no better than guessing
-    among `classes` (None: not said), the best validation accuracy when there is a split, and the wall
-    time of this process."""
+    among `classes`, the best validation accuracy when there is a split, and the wall time of this
+    process."""
     last, how = history[-1], ", flip TTA" if tta else ", no TTA"
     line = f"done: final test acc {last['test_acc']:.2%} (raw weights{how})"
     if "ema_test_acc" in last:
         line += f", {last['ema_test_acc']:.2%} (EMA weights{how})"
     line += f" after {len(history)} epoch{'s' * (len(history) != 1)}"
-    if classes:
-        line += chance(last, classes)
+    line += chance(last, classes)
     if "val_acc" in last:
         best = max(history, key=lambda r: r["val_acc"])
         line += f"; best val acc {best['val_acc']:.2%} at epoch {best['epoch']}"
