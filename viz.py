@@ -20,7 +20,8 @@ from common.files import atomic_write, write_text
 from explain import Explanation, attacks, report
 from explain.cams import METHODS, check_methods
 from explain.evaluation import CPU_TEST_IMAGES
-from explain.explanation import DEFAULT_METHODS, METHOD_IMAGES, check_count
+from explain.explanation import (DEFAULT_METHODS, FAITHFULNESS_IMAGES, METHOD_IMAGES, SANITY_IMAGES, check_count,
+                                 comparison_sizes)
 
 
 @dataclass
@@ -39,6 +40,14 @@ class Options:
     limit_test: int = option(None, "use N test images, every class kept in its share (as train.py's "
                                    f"--limit-test); 0: all (default: all on a GPU, {CPU_TEST_IMAGES} on the CPU, "
                                    "where all 10,000 take minutes)")
+    faithfulness_images: int = option(
+        None, "rank the --method maps by ROAD on N of the test images (every class in its share), with "
+              "95 %% intervals and a random-map baseline; 0: leave it out (default: "
+              f"{FAITHFULNESS_IMAGES['cuda']} on a GPU, {FAITHFULNESS_IMAGES['cpu']} on the CPU, where "
+              "ScoreCAM alone costs seconds an image)")
+    sanity_images: int = option(
+        None, "the model-randomisation sanity check on N of those images; 0: leave it out (default: "
+              f"{SANITY_IMAGES['cuda']} on a GPU, {SANITY_IMAGES['cpu']} on the CPU)")
 
     def check(self):
         """Every flag checked before the long work, by the checks the Python API makes."""
@@ -48,6 +57,9 @@ class Options:
         self.attack, self.eps = self.attack or "fgsm", 8.0 if self.eps is None else self.eps
         attacks.check(self.attack, self.eps)
         check_count(self.n)  # --device and --limit-test: Explanation.load checks them first
+        if self.faithfulness_images != 0:
+            self.faithfulness_images, self.sanity_images = comparison_sizes(
+                self.faithfulness_images, self.sanity_images, devices.choose(self.device))
 
 
 def parse_args(argv) -> Options:
@@ -61,21 +73,22 @@ def save(fig, path: Path):
         fig.savefig(f, format="png")
 
 
-def pictures(ex: Explanation, opts: Options, out: Path) -> dict:
-    """Every picture into `out`; the numbers they measured for the report."""
+def pictures(ex: Explanation, opts: Options, out: Path) -> tuple:
+    """Every picture into `out`; (the numbers they measured, the faithfulness Comparison or None)."""
     for name, fig in (("curves", ex.curves()), ("misclassified", ex.misclassified(opts.n)),
                       ("gradcam", ex.gradcam(opts.n)), ("layers", ex.depth()), ("confusion", ex.confusion())):
         save(fig, out / f"{name}.png")
-    fig, faithfulness = ex.methods(opts.method)
-    save(fig, out / "methods.png")
-    numbers = {"method_images": len(ex.mistakes(METHOD_IMAGES)), "faithfulness": faithfulness}
+    table = (ex.faithfulness(opts.method, opts.faithfulness_images, opts.sanity_images)
+             if opts.faithfulness_images else None)
+    save(ex.methods(opts.method, table=table), out / "methods.png")
+    numbers = {"method_images": len(ex.mistakes(METHOD_IMAGES)), "faithfulness": table and table.as_dict()}
     if opts.adversarial and not len(ex.test.right(1)):
         print("note: no correctly classified test image to attack", file=sys.stderr)
     elif opts.adversarial:
         fig, numbers["adversarial"] = ex.adversarial(opts.n, opts.attack, opts.eps)
         numbers["attack"] = {"method": opts.attack, "eps": opts.eps}
         save(fig, out / "adversarial.png")
-    return numbers
+    return numbers, table
 
 
 def summarise(ex: Explanation, opts: Options) -> dict:
@@ -99,12 +112,15 @@ def main(argv=None):
         print(f"note: {ex.chance()['note']}", flush=True)
     out = Path(opts.out) if opts.out else Path(opts.checkpoint).parent / "viz"
     out.mkdir(parents=True, exist_ok=True)
-    summary = {**summarise(ex, opts), **pictures(ex, opts, out), "seconds": time.perf_counter() - t0}
-    tables = report.tables(summary)
+    numbers, comparison = pictures(ex, opts, out)
+    summary = {**summarise(ex, opts), **numbers, "seconds": time.perf_counter() - t0}
+    tables = report.tables(summary, comparison)
     write_text(out / "summary.json", json.dumps(summary, indent=2))
-    write_text(out / "report.md", report.report(summary, ex.state, tables))
+    write_text(out / "report.md", report.report(summary, ex.state, tables, comparison))
     for title, text in tables.items():
         print(f"\n{title}:\n{text}")
+    for note in comparison.notes() if comparison else []:
+        print(f"\nnote: {note}")
     print(f"\nwrote {out}/report.md and its pictures in {time.perf_counter() - t0:.1f} s")
 
 

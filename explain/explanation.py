@@ -25,16 +25,37 @@ from common.cli import UsageError, UserError
 from nets import checkpoint as checkpoints
 
 from . import attacks, cams, evaluation, figures, report
+from .comparison import Comparison, Spec, compare
 from .evaluation import Predictions
+from .layers import map_size
 from .study import Study, attacked, by_depth, class_pairs, compare_methods, gallery
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
-METHOD_IMAGES = 4   # the method comparison: ScoreCAM costs a pass per channel per image
+METHOD_IMAGES = 4   # methods.png's pictures: ScoreCAM costs a forward pass per channel per image
+# The comparison's images by default: on a GPU enough to separate methods whose scores differ by a few
+# hundredths; on a CPU what ScoreCAM allows in minutes (its maps cost a pass per channel per image,
+# and the sanity check draws them again at every depth). Either is a flag away.
+FAITHFULNESS_IMAGES = {"cuda": 500, "cpu": 40}
+SANITY_IMAGES = {"cuda": 100, "cpu": 8}
 
 
 def check_count(n: int):
     if n < 1:
         raise UsageError(f"--n must be >= 1 (got {n})")
+
+
+def comparison_sizes(images, sanity_images, device: torch.device) -> tuple:
+    """(images, sanity images) for Explanation.faithfulness: the device's defaults where None; at least
+    2 images (an interval needs two), the sanity check on at most as many (0: none)."""
+    images = FAITHFULNESS_IMAGES[device.type] if images is None else images
+    sanity_images = min(SANITY_IMAGES[device.type], images) if sanity_images is None else sanity_images
+    if images < 2:
+        raise UsageError(f"--faithfulness-images must be at least 2, for an interval (got {images}); "
+                         "0 on the command line leaves the comparison out")
+    if not 0 <= sanity_images <= images:
+        raise UsageError(f"--sanity-images must be between 0 (no sanity check) and --faithfulness-images "
+                         f"({images}) (got {sanity_images})")
+    return images, sanity_images
 
 
 @dataclass(frozen=True)
@@ -141,11 +162,28 @@ class Explanation:
         """Per class: images, correct, accuracy, the class it is most often taken for."""
         return report.per_class(self.confusion_matrix(), self.study.classes)
 
-    def methods(self, names=DEFAULT_METHODS, n: int = METHOD_IMAGES, layer: str = "") -> tuple:
-        """(Figure, scores): CAM methods side by side on the first n mistakes, for the predicted class,
-        each with its ROAD faithfulness (scores[method]: morf, lerf, score = lerf - morf, seconds)."""
+    def methods(self, names=DEFAULT_METHODS, n: int = METHOD_IMAGES, layer: str = "", table=None) -> Figure:
+        """CAM methods side by side on the first n mistakes, for the predicted class; with the table of
+        faithfulness() each column is headed by its score there."""
         names, shown = cams.check_methods(names), self.mistakes(n)
-        return compare_methods(self.study, layer or self.layer, self.images(shown), shown.preds, names)
+        return compare_methods(self.study, layer or self.layer, self.images(shown), shown.preds, names, table)
+
+    def faithfulness(self, names=DEFAULT_METHODS, images=None, sanity_images=None, layer: str = "",
+                     seed: int = 0) -> Comparison:
+        """The evidence for which map to believe (explain.comparison): ROAD in both orders for each
+        method and a random-map baseline on `images` test images (every class in its share, the same
+        for every method), intervals, ranks only where intervals separate, and the model-randomisation
+        sanity check on `sanity_images` of them. None: FAITHFULNESS_IMAGES / SANITY_IMAGES for the
+        device. The Comparison prints as tables (a notebook shows them) and holds every number."""
+        names = cams.check_methods(names)
+        images, sanity_images = comparison_sizes(images, sanity_images, self.device)
+        layer = layer or self.layer
+        chosen = self.test.take(pipeline.subset(self.test.labels, images, seed))
+        target = self.study.layer(layer)
+        spec = Spec(layer, map_size(self.study.model, target, self.study.image_size), sanity_images, seed,
+                    self.study.caveat)
+        makers = {name: cams.maker(name, layer) for name in names}
+        return compare(self.study.model, self.images(chosen), chosen.preds, makers, spec)
 
     def adversarial(self, n: int = 10, attack: str = "fgsm", eps: float = 8, layer: str = "") -> tuple:
         """(Figure, rows): the first n correctly classified images attacked (eps in pixel units /255)."""

@@ -12,6 +12,7 @@ the same number of pixels is removed for every map (ties broken at random): the 
 threshold removes more from a map with many equal values (a CAM's zeros)."""
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_grad_cam.metrics.road import neighbors_weights
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
@@ -96,15 +97,11 @@ def road(model: nn.Module, images: torch.Tensor, maps: np.ndarray, classes, seed
     return scores
 
 
-def faithfulness(model: nn.Module, images: torch.Tensor, maps: np.ndarray, classes) -> dict:
-    """ROAD's mean over the images: morf, lerf and score = lerf - morf (> 0: faithful)."""
-    s = road(model, images, maps, classes)
-    return {"morf": float(s["morf"].mean()), "lerf": float(s["lerf"].mean()),
-            "score": float((s["lerf"] - s["morf"]).mean())}
 
-
-def signed(score: float) -> str:
-    """A score with its sign (+0.123, −0.123), and 0.000 unsigned where it rounds to zero: a bare
-    "-0.000" reads as a verdict it is not."""
-    text = f"{score:+.3f}"
-    return "0.000" if float(text) == 0 else text.replace("-", "−")
+def random_maps(count: int, grain: tuple, size: tuple, generator: torch.Generator) -> np.ndarray:
+    """(count, *size) maps that point nowhere, as smooth as a CAM: uniform noise at the layer's map
+    size (grain), resized bilinearly to the image and scaled to [0, 1] like a CAM: the baseline."""
+    noise = torch.rand(count, 1, *grain, generator=generator)
+    maps = F.interpolate(noise, size=size, mode="bilinear", align_corners=False)[:, 0]
+    low, high = maps.amin((1, 2), keepdim=True), maps.amax((1, 2), keepdim=True)
+    return ((maps - low) / (high - low)).numpy()

@@ -1,11 +1,13 @@
-"""report.md and the tables in it (printed too): faithfulness, per-class accuracy, the attack."""
+"""report.md and the tables in it (printed too): faithfulness and sanity, per-class accuracy, the attack."""
 import json
 
 import numpy as np
 
 from common.tables import markdown
 
-from .faithfulness import REMOVED, signed
+from .comparison import CAVEAT, MEASURES
+
+PER_CLASS = "per class"
 
 
 def per_class(matrix: np.ndarray, classes: list) -> list:
@@ -25,16 +27,13 @@ def attack_title(summary: dict) -> str:
             "fooled")
 
 
-def tables(summary: dict) -> dict:
-    """The report's tables by title: faithfulness, per-class accuracy, and the attack if there was one."""
-    faith = [[m, *(signed(f[k]) for k in ("morf", "lerf", "score")), f"{f['seconds']:.1f}"]
-             for m, f in summary["faithfulness"].items()]
+def tables(summary: dict, comparison=None) -> dict:
+    """The report's tables by title: the faithfulness comparison's (if it ran), per-class accuracy, and
+    the attack if there was one."""
     classes = [[r["class"], r["images"], f"{r['accuracy']:.1%}", r["confused_with"]]
                for r in summary["per_class"]]
-    t = {f"faithfulness at {summary['layer']} (ROAD, {summary['method_images']} images, predicted class; "
-         "LeRF−MoRF > 0: faithful)":
-         markdown(["method", "MoRF Δconf", "LeRF Δconf", "LeRF−MoRF", "seconds"], faith),
-         "per class": markdown(["class", "images", "accuracy", "most often taken for"], classes)}
+    t = {**(comparison.tables() if comparison else {}),
+         PER_CLASS: markdown(["class", "images", "accuracy", "most often taken for"], classes)}
     if summary.get("adversarial"):
         rows = [[r["true"], f"{r['before']:.1%}", r["predicted"], f"{r['confidence']:.1%}",
                  f"{r['true_after']:.1%}"] for r in summary["adversarial"]]
@@ -59,22 +58,30 @@ def headline(summary: dict, state: dict) -> str:
             f"**{summary['accuracy_line']}**; in training: {trained}.")
 
 
-def report(summary: dict, state: dict, t: dict) -> str:
-    removed = ", ".join(f"{100 * f:.0f}" for f in REMOVED)
-    faith, per_class, *attack = t.values()
+def faithfulness_section(comparison, t: dict) -> list:
+    """The comparison's tables, what each number measures, and where they disagree."""
+    parts = ["## Which map to believe: faithfulness and the sanity check"]
+    for title in comparison.tables():
+        parts += [f"**{title}**", t[title]]
+    parts.append("What each number measures:\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in MEASURES.items()))
+    parts.append(CAVEAT)
+    if comparison.notes():
+        parts.append("Here:\n\n" + "\n".join(f"- {n}" for n in comparison.notes()))
+    return parts
+
+
+def report(summary: dict, state: dict, t: dict, comparison=None) -> str:
     chance = [f"**Note: {summary['chance']['note']}.**"] if summary["chance"]["note"] else []
     parts = [f"# {summary['checkpoint']}", headline(summary, state), *chance,
              "## Config", "```json\n" + json.dumps(state["config"], indent=2) + "\n```",
              "## Training curves", "![curves](curves.png)",
              "## Misclassified test images", "![misclassified](misclassified.png)",
              f"## Grad-CAM at {summary['layer']}", "![gradcam](gradcam.png)", "![layers](layers.png)",
-             "## CAM methods and their faithfulness", "![methods](methods.png)",
-             f"ROAD on the {summary['method_images']} images above, for the predicted class: mean change of "
-             "its softmax confidence when the most (MoRF) or least (LeRF) relevant pixels are imputed "
-             f"({removed} % of them). Faithful: MoRF drops far, LeRF little, LeRF−MoRF > 0; at or below 0 the "
-             "map marks pixels that matter no more to the prediction than the rest.",
-             faith, "## Confusion and per-class accuracy", "![confusion](confusion.png)", per_class]
-    if attack:
-        parts += [f"## Adversarial: {attack_title(summary)}", "![adversarial](adversarial.png)", *attack]
+             "## CAM methods", "![methods](methods.png)",
+             *(faithfulness_section(comparison, t) if comparison else []),
+             "## Confusion and per-class accuracy", "![confusion](confusion.png)", t[PER_CLASS]]
+    if summary.get("adversarial"):
+        title = attack_title(summary)
+        parts += [f"## Adversarial: {title}", "![adversarial](adversarial.png)", t[f"adversarial: {title}"]]
     parts.append(f"Made by viz.py in {summary['seconds']:.1f} s.")
     return "\n\n".join(parts) + "\n"

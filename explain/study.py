@@ -1,7 +1,6 @@
 """The pictures of one checkpoint, each from a few test images: the gallery of mistakes, Grad-CAM for
 the predicted vs the true class, Grad-CAM by depth, the CAM methods side by side, adversarial examples.
 Each returns its Figure (and the numbers it measured); nothing is written here."""
-import time
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +12,6 @@ from common import progress
 from .attacks import attack
 from .cams import cams
 from .evaluation import Predictions
-from .faithfulness import faithfulness, signed
 from .figures import grid, overlay, wrap
 from .layers import block, find_layer, fine_enough, map_size, stage_names
 from .pixels import hwc, normalise, to_pixels
@@ -72,21 +70,21 @@ def by_depth(s: Study, image, p: Predictions) -> Figure:
     return grid([row], s.titled(f"Grad-CAM by depth, for the predicted class {s.classes[pred]}"))
 
 
-def compare_methods(s: Study, layer: str, images, classes, names: list) -> tuple:
-    """(Figure, scores): the CAM methods side by side on these images for `classes`, and each method's
-    faithfulness and seconds."""
-    pix, target, columns, scores = s.pixels(images), s.layer(layer), [], {}
+def compare_methods(s: Study, layer: str, images, classes, names: list, table=None) -> Figure:
+    """The CAM methods side by side on these images for `classes`; with a comparison table
+    (explain.comparison), each column headed by its LeRF−MoRF over the table's images."""
+    pix, target, columns = s.pixels(images), s.layer(layer), []
     for name in progress.bar(names, desc="CAM methods", unit="method"):
-        t0 = time.perf_counter()
         maps = cams(s.model, target, images, classes, name)
-        scores[name] = {**faithfulness(s.model, images, maps, classes), "seconds": time.perf_counter() - t0}
-        head = f"{name}\nLeRF−MoRF {signed(scores[name]['score'])}"  # the column's title, on the top row
+        head = f"{name}\nLeRF−MoRF {table.row(name).score.text()}" if table else name  # on the top row only
         columns.append([overlay(p, m, head if k == 0 else "") for k, (p, m) in enumerate(zip(pix, maps))])
     rows = [[(hwc(p), f"predicted {s.classes[c]}")] + [col[k] for col in columns]
             for k, (p, c) in enumerate(zip(pix, classes))]
-    title = (f"CAM methods at {layer}, for the predicted class; LeRF−MoRF (ROAD on these {len(rows)} images) "
-             f"> 0:\nthe marked pixels matter more to the prediction than the rest (faithful); ≤ 0: they do not")
-    return grid(rows, s.titled(title)), scores
+    title = f"CAM methods at {layer}, for the predicted class"
+    if table:
+        title += (f"; LeRF−MoRF: ROAD on {table.images} test images, mean ± 95 % interval;\n> 0: the marked "
+                  "pixels matter more to the prediction than the rest (faithful), ≤ 0: they do not")
+    return grid(rows, s.titled(title))
 
 
 def attacked(s: Study, layer: str, images, labels: torch.Tensor, method: str, eps: float) -> tuple:

@@ -19,7 +19,7 @@ import pipeline
 import train
 import viz
 from common.cli import UsageError, UserError
-from explain import Explanation, attacks, cams, evaluation, faithfulness, figures, layers
+from explain import Explanation, attacks, cams, evaluation, faithfulness, figures, intervals, layers
 from explain.pixels import normalise, to_pixels
 from nets import checkpoint
 from tests.conftest import fails
@@ -27,6 +27,7 @@ from tests.test_folder import small_folder
 from training.step import logits_of
 
 N, LIMIT_TEST = 4, 120  # LIMIT_TEST: the shared run's --limit-test
+FAITHFUL, SANITY = 8, 3  # the viz run's comparison: few images, it is the plumbing under test here
 ACCURACY_LINE = re.compile(r"test accuracy (\d+\.\d\d)% on (\d+) images \((raw|EMA) weights, (no|flip) TTA\)")
 PICTURES = ("curves", "misclassified", "gradcam", "layers", "methods", "confusion", "adversarial")
 
@@ -69,7 +70,8 @@ def viz_run(trained_run):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         viz.main(["--checkpoint", str(trained_run / "last.pt"), "--n", str(N), "--limit-test", str(LIMIT_TEST),
-                  "--method", "gradcam", "gradcam++", "eigencam", "--adversarial", "--device", "cpu"])
+                  "--method", "gradcam", "gradcam++", "eigencam", "--adversarial", "--device", "cpu",
+                  "--faithfulness-images", str(FAITHFUL), "--sanity-images", str(SANITY)])
     return out.getvalue(), trained_run / "viz", before
 
 
@@ -121,9 +123,20 @@ def test_gallery_holds_the_first_n_misclassified_images(viz_run, subject):
 
 def test_faithfulness_and_attack_numbers_are_finite(viz_run):
     summary = json.loads((viz_run[1] / "summary.json").read_text())
-    assert set(summary["faithfulness"]) == {"gradcam", "gradcam++", "eigencam"}
-    for scores in summary["faithfulness"].values():
-        assert all(np.isfinite(scores[k]) for k in ("morf", "lerf", "score"))
+    faith = summary["faithfulness"]
+    assert set(faith["methods"]) == {"gradcam", "gradcam++", "eigencam", "random map"}
+    assert (faith["images"], faith["sanity_images"]) == (FAITHFUL, SANITY)
+    assert faith["depths"] == ["fc", "layer4", "layer3", "layer2", "layer1", "stem"]  # from the output back
+    for name, row in faith["methods"].items():
+        for k in ("morf", "lerf", "score"):
+            assert row[k]["n"] == FAITHFUL and row[k]["low"] <= row[k]["mean"] <= row[k]["high"], (name, k)
+        assert row["score"]["mean"] == pytest.approx(row["lerf"]["mean"] - row["morf"]["mean"])
+        assert (row["vs_random"] is None) == (name == "random map")
+        assert len(row["sanity"]) == (0 if name == "random map" else 6)
+        assert all(s["n"] == SANITY and -1 <= s["low"] <= s["mean"] <= s["high"] <= 1 for s in row["sanity"].values())
+    report = (viz_run[1] / "report.md").read_text()
+    assert "What each number measures" in report and "Neither measures localisation" in report
+    assert "**paired differences of LeRF−MoRF (same images)**" in report
     attacked = summary["adversarial"]
     assert len(attacked) == N and all(r["true_after"] <= r["before"] + 1e-6 for r in attacked)
 
@@ -154,7 +167,8 @@ def test_terminal_tables_name_the_attack_and_output_has_no_carriage_returns(viz_
     summary = json.loads((viz_run[1] / "summary.json").read_text())
     fooled = sum(r["fooled"] for r in summary["adversarial"])
     assert f"\nadversarial: FGSM, ε = 8/255: {fooled} of {N} fooled:\n| true " in stdout
-    assert "\nfaithfulness at layer3 (ROAD, 4 images, predicted class; LeRF−MoRF > 0: faithful):\n| method " in stdout
+    assert (f"\nfaithfulness at layer3 (ROAD on {FAITHFUL} test images, every class in its share, for the "
+            "predicted class; mean ± 95 % interval; LeRF−MoRF > 0: faithful):\n| method " in stdout)
     assert "\r" not in stdout and "test pass" not in stdout  # no progress bar into a pipe or a log
 
 
@@ -196,6 +210,21 @@ def test_api_returns_figures_that_viz_saves_unchanged(explanation, viz_run):
         assert png.getvalue() == (out / f"{name}.png").read_bytes(), f"{name}: the API and viz.py differ"
     assert sum(bool(ax.images) for ax in pictures["gradcam"].axes) == 3 * N  # image, predicted, true
     assert explanation.accuracy_line() in repr(explanation)
+
+
+def test_api_faithfulness_is_the_table_viz_reports(explanation, viz_run):
+    """One code path: the API's numbers for gradcam and the random map are viz.py's (same images, seed)."""
+    table = explanation.faithfulness(["gradcam"], images=FAITHFUL, sanity_images=0)
+    reported = json.loads((viz_run[1] / "summary.json").read_text())["faithfulness"]["methods"]
+    for name in ("gradcam", "random map"):
+        ours = table.as_dict()["methods"][name]
+        assert all(ours[k] == reported[name][k] for k in ("morf", "lerf", "score")), name
+    assert table.markdown().startswith(f"faithfulness at layer3 (ROAD on {FAITHFUL} test images")
+    assert table._repr_markdown_() == table.markdown()  # a notebook shows the tables
+    with pytest.raises(UsageError, match="--faithfulness-images must be at least 2"):
+        explanation.faithfulness(["gradcam"], images=1)
+    head = explanation.methods(["gradcam"], n=2, table=table).axes[1].get_title()
+    assert head == f"gradcam\nLeRF−MoRF {table.row('gradcam').score.text()}"
 
 
 def test_api_explains_the_moving_average_with_flips(subject, tmp_path):
@@ -253,8 +282,8 @@ def test_each_cam_method_gives_unit_maps_of_image_size(subject, method):
     assert maps.shape == (2, 32, 32) and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert maps.max() == pytest.approx(1, abs=1e-4) or maps.max() == 0  # scaled per map
-    scores = faithfulness.faithfulness(model, images, maps, classes)
-    assert all(np.isfinite(v) for v in scores.values())
+    scores = faithfulness.road(model, images, maps, classes)
+    assert all(np.isfinite(v).all() and v.shape == (2,) for v in scores.values())
 
 
 def test_layer_names_resolve_to_blocks_and_map_sizes_are_measured(subject):
@@ -351,6 +380,10 @@ def test_missing_or_truncated_checkpoint_and_bad_flags(trained_run, tmp_path, ca
     assert "--eps" in fails(viz.main, ["--checkpoint", ckpt, "--adversarial", "--eps", "0"], capsys)
     assert "--method" in fails(viz.main, ["--checkpoint", ckpt, "--method", "gradcam", "magic"], capsys)
     assert "--adversarial" in fails(viz.main, ["--checkpoint", ckpt, "--attack", "pgd"], capsys)
+    assert "--faithfulness-images must be at least 2, for an interval (got 1)" in fails(
+        viz.main, ["--checkpoint", ckpt, "--faithfulness-images", "1"], capsys)
+    assert "--sanity-images must be between 0 (no sanity check) and --faithfulness-images (4) (got 5)" in fails(
+        viz.main, ["--checkpoint", ckpt, "--faithfulness-images", "4", "--sanity-images", "5"], capsys)
     assert "CIFAR-10 not found" in fails(viz.main, ["--checkpoint", ckpt, "--data-dir", tmp_path], capsys)
 
 
@@ -376,8 +409,10 @@ def test_viz_explains_a_run_that_left_broken_images_out_without_opening_the_trai
                 "--skip-bad-images"])
     shutil.rmtree(root / "train")
     with contextlib.redirect_stdout(io.StringIO()):
-        viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu"])
+        viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu",
+                  "--faithfulness-images", "0"])
     summary = json.loads((run / "viz" / "summary.json").read_text())
+    assert summary["faithfulness"] is None  # 0: left out
     trained = checkpoint.load(run / "last.pt")["history"][-1]
     assert summary["test_images"] == trained["test_count"] == 5  # the broken test file left out as in training
     assert summary["accuracy"] == pytest.approx(trained["ema_test_acc"])  # the same images, the same weights
@@ -392,7 +427,8 @@ def test_a_model_at_chance_is_called_so_in_the_output_the_report_and_its_picture
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         viz.main(["--checkpoint", str(path), "--n", "2", "--limit-test", str(LIMIT_TEST), "--method", "gradcam",
-                  "--device", "cpu", "--out", str(tmp_path / "viz")])
+                  "--device", "cpu", "--out", str(tmp_path / "viz"), "--faithfulness-images", "4",
+                  "--sanity-images", "0"])
     summary = json.loads((tmp_path / "viz" / "summary.json").read_text())
     data = pipeline.load_cifar10(state["config"]["data_dir"], download=False)
     assert summary["accuracy"] == pytest.approx(np.mean(data.test_labels[evaluated(data, LIMIT_TEST)] == 0))
@@ -403,13 +439,14 @@ def test_a_model_at_chance_is_called_so_in_the_output_the_report_and_its_picture
     assert stdout.getvalue().splitlines()[1] == f"note: {note}"
     assert f"**Note: {note}.**" in (tmp_path / "viz" / "report.md").read_text()
     # The same logits whatever the pixels: no change of confidence, written without a sign.
-    assert summary["faithfulness"]["gradcam"]["score"] == 0 and "| gradcam |      0.000 |" in stdout.getvalue()
+    assert summary["faithfulness"]["methods"]["gradcam"]["score"]["mean"] == 0
+    assert re.search(r"\n\| gradcam +\| +0\.000 ± 0\.000 \|", stdout.getvalue())
     ex = Explanation.load(path, device="cpu", limit_test=LIMIT_TEST)
-    for fig in (ex.gradcam(2), ex.depth(), ex.methods(["gradcam"], n=2)[0]):
+    for fig in (ex.gradcam(2), ex.depth(), ex.methods(["gradcam"], n=2)):
         assert "a model at chance" in fig._suptitle.get_text() and "these maps mean nothing" in fig._suptitle.get_text()
     assert "a model at chance" not in ex.misclassified(2)._suptitle.get_text()  # no map there
 
 
 def test_a_score_that_rounds_to_zero_has_no_sign():
-    assert [faithfulness.signed(x) for x in (0.1234, -0.1236, -0.0004, 0.0, 0.0004)] == [
+    assert [intervals.signed(x) for x in (0.1234, -0.1236, -0.0004, 0.0, 0.0004)] == [
         "+0.123", "−0.124", "0.000", "0.000", "0.000"]
