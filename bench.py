@@ -36,13 +36,13 @@ measured so far in --json. Bad flags or missing data: one line, exit 2.
 """
 import sys
 
-from benchmark.options import parse
-from benchmark.run import bench
+import benchmark
 from common import cli
 
 
 def main(argv=None):
-    bench(parse(sys.argv[1:] if argv is None else argv, __doc__))
+    options = benchmark.parse(sys.argv[1:] if argv is None else argv, __doc__)
+    benchmark.bench(options)  # torch and DALI load here, the options checked
 
 
 if __name__ == "__main__":

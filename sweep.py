@@ -17,7 +17,8 @@ from common import cli
 
 def main(argv=None):
     ours, theirs = sweeps.split_argv(sys.argv[1:] if argv is None else argv)
-    sweeps.run(sweeps.Options(**cli.parse(sweeps.Options, ours, sweeps.described(__doc__))), theirs)
+    options = sweeps.Options(**cli.parse(sweeps.Options, ours, sweeps.described(__doc__)))
+    sweeps.run(options, theirs)  # Optuna, torch and DALI load here, the options checked
 
 
 if __name__ == "__main__":

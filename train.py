@@ -8,13 +8,13 @@
 """
 import sys
 
+import training
 from common import cli
-from training import Config, find_lr, fit
 
 
 def main(argv=None):
-    cfg = Config(**cli.parse(Config, sys.argv[1:] if argv is None else argv, __doc__))
-    (find_lr if cfg.find_lr else fit)(cfg)
+    cfg = training.Config(**cli.parse(training.Config, sys.argv[1:] if argv is None else argv, __doc__))
+    (training.find_lr if cfg.find_lr else training.fit)(cfg)  # torch and DALI load here, the options checked
 
 
 if __name__ == "__main__":

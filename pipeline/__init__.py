@@ -1,11 +1,16 @@
-"""Everything about data; the only package that imports NVIDIA DALI."""
-from .cifar import MEAN, STD, DataError, ImageSet, load_cifar10
-from .dali import Decode
-from .dataset import KINDS, Dataset, open_dataset, subset, test_subset
-from .folder import FolderSet, open_folder
-from .loader import DaliLoader, eval_loader, train_loader
-from .tensor_loader import TensorLoader
+"""Everything about data; the only package that imports NVIDIA DALI. The declarations (spec: kinds,
+loaders, the augmentation's numbers, BatchSpec) and CIFAR-10's files (cifar) load without DALI or
+torch; the loaders load on first use."""
+from common.lazy import on_first_use
 
-__all__ = ["MEAN", "STD", "DataError", "ImageSet", "load_cifar10", "Decode", "KINDS", "Dataset",
-           "open_dataset", "subset", "test_subset", "FolderSet", "open_folder", "DaliLoader", "eval_loader",
-           "train_loader", "TensorLoader"]
+from .cifar import MEAN, STD, DataError, ImageSet, load_cifar10
+from .spec import CUTOUT, KINDS, LOADERS, PAD, BatchSpec, check_loader
+
+__getattr__ = on_first_use(__name__, {
+    ".dali": ("Decode",), ".dataset": ("Dataset", "open_dataset", "subset", "test_subset"),
+    ".folder": ("FolderSet", "open_folder"), ".loader": ("DaliLoader", "eval_loader", "train_loader"),
+    ".tensor_loader": ("TensorLoader",)})
+
+__all__ = ["MEAN", "STD", "DataError", "ImageSet", "load_cifar10", "CUTOUT", "KINDS", "LOADERS", "PAD", "BatchSpec",
+           "check_loader", "Decode", "Dataset", "open_dataset", "subset", "test_subset", "FolderSet", "open_folder",
+           "DaliLoader", "eval_loader", "train_loader", "TensorLoader"]

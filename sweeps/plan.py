@@ -13,8 +13,7 @@ from pathlib import Path
 
 from common import cli
 from common.cli import UsageError
-from training import Config
-from training.config import RUNTIME
+from training import RUNTIME, Config
 
 DEFAULT_VAL_SPLIT = 0.1  # selection needs a validation split; train.py's default is none
 # A trial is judged on its final epoch: no best.pt (90-135 MB a trial) unless the fixed options ask for it.

@@ -3,6 +3,8 @@ test, runs from the command line and from Python, divergence, and user mistakes 
 import csv
 import dataclasses
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -15,7 +17,7 @@ import train
 from common import cli
 from common.cli import UsageError
 from nets import checkpoint
-from tests.conftest import digest, fails, run_script, same_history, same_weights
+from tests.conftest import ROOT, digest, fails, run_script, same_history, same_weights
 from training import Config, config, find_lr, fit, loop, lr_finder, runlog
 from training.build import build_optimizer, build_scheduler, parameter_groups
 from training.data import split
@@ -543,6 +545,25 @@ def test_a_run_directory_refusal_says_what_continuing_can_do(trained_copy, capsy
     err = fails(train.main, ["--out", trained_copy, "--device", "cpu"], capsys)
     says = says.replace("LAST", str(trained_copy / "last.pt"))
     assert err == f"error: {trained_copy} already holds a resnet18 run {says}\n"
+
+
+def test_fit_refuses_a_config_that_asks_for_the_range_test_alone(tmp_path):
+    """The CLI's --find-lr runs find_lr; from Python, fit never quietly trains a config that asked for it."""
+    with pytest.raises(UsageError, match=r"^find_lr=True asks for the LR range test alone: call find_lr\(config\)"):
+        fit(Config(find_lr=True, out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script", ["train", "bench", "sweep"])
+def test_a_bad_flag_is_refused_before_torch_dali_or_optuna_load(script):
+    """Options first: a typo costs a blink, not the 5-20 s those imports take on a busy machine."""
+    probe = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from common import cli; import {script}\n"
+             f"try:\n    cli.run(lambda: {script}.main(['--frobnicate']))\nexcept SystemExit as e:\n"
+             "    heavy = [m for m in ('torch', 'nvidia.dali', 'optuna') if m in sys.modules]\n"
+             "    print(e.code, heavy)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "2 []\n" and proc.stderr.startswith("error: unrecognized arguments: --frobnicate"), \
+        proc.stdout + proc.stderr
 
 
 def test_bad_flag_from_the_shell_has_no_traceback(tmp_path):

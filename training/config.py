@@ -5,8 +5,6 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import torch
-
 import nets
 import pipeline
 from common import cli
@@ -18,7 +16,6 @@ OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULERS = ("onecycle", "plateau", "none")
 DEFAULT_LR = {"sgd": 0.2, "nesterov": 0.2, "rmsprop": 1e-3, "adam": 2e-3, "adamw": 2e-3}  # at batch 512
 LR_BATCH = 512  # DEFAULT_LR's batch: without --lr the LR follows the global batch linearly (Goyal et al.)
-LOADERS = ("dali", "torch")
 LR_TEST_MIN_STEPS = 100  # the range test's smoothing (beta 0.98) spans ~50 steps: fewer give a lagging curve
 # The range test's one rule on its length, in --help and in the refusal (the test's other verdicts are
 # about the curve it drew, lr_finder.verdict).
@@ -82,7 +79,7 @@ class Config:
     deterministic: bool = option(False, "deterministic GPU kernels (cuDNN without autotuning): a resumed GPU "
                                         "run then matches bit for bit, at some speed")
     loader: str = option("dali", "training batches from the DALI pipeline, or from whole-batch torch ops "
-                                 "on the resident uint8 set (cifar10 only; see bench.py)", choices=LOADERS)
+                                 "on the resident uint8 set (cifar10 only; see bench.py)", choices=pipeline.LOADERS)
     seed: int = option(0, "seed of the data order, augmentation and weights")
     device: str = option("auto", "where to train", choices=devices.CHOICES)
     limit_train: int = option(0, "use N of the training images (the validation split comes out of them), "
@@ -121,12 +118,11 @@ class Config:
             (self.batch_ramp and self.scheduler != "plateau", "--batch-ramp replaces the LR cuts of "
              "--scheduler plateau: add it (with --val-split)"),
             (self.max_batch_size < 0, f"--max-batch-size must be >= 0 (got {self.max_batch_size})"),
-            (self.loader == "torch" and self.data != "cifar10", "--loader torch works on the CIFAR-10 store "
-             "only: drop it for --data imagefolder"),
         ]
         for bad, message in problems:
             if bad:
                 raise UsageError(message)
+        pipeline.check_loader(self.data, self.loader)
 
 
 def too_short(cfg: Config) -> str:
@@ -189,5 +185,6 @@ def resolved_precision(precision: str, device_name: str) -> str:
     """auto: bf16 where it is fast (any CUDA GPU this code targets, a CPU with native bf16), else fp32."""
     if precision != "auto":
         return precision
+    import torch  # here, not above: the options load without it
     on_gpu = device_name != "cpu" and torch.cuda.is_available()
     return "bf16" if on_gpu or devices.cpu_has_native_bf16() else "fp32"

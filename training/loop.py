@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import pipeline
-from common import device as devices
+from common import cli, device as devices
 from common.cli import Stopped, UsageError
 from nets import checkpoint
 
@@ -92,6 +92,9 @@ class Result:
 
 def fit(cfg: Config) -> Result:
     """Train cfg's run (or continue cfg.resume) to its last epoch."""
+    if cfg.find_lr:  # train.py --find-lr calls find_lr instead: the same config never trains silently
+        raise UsageError(f"{cli.spelled('find_lr', True)} asks for the LR range test alone: call find_lr(config) "
+                         "for it (train.py --find-lr), or drop find_lr to train")
     started = time.perf_counter()
     resumed = checkpoint.load(cfg.resume) if cfg.resume else None
     cfg = resolve(continued(cfg, resumed) if resumed else cfg)
