@@ -51,7 +51,8 @@ def take(study: optuna.Study, storage: RDBStorage, plan: Plan, heartbeat: int, l
     """Ask for a trial (a queued one first), run it under a heartbeat, tell how it ended (a signal or a
     crash: FAIL, then raised)."""
     trial = study.ask()
-    trial_id = trial._trial_id  # no public id; Optuna's own loop uses this one too
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name),
+                                                               trial.number)  # the storage's id, by public calls
     if "fixed_params" not in storage.get_trial_system_attrs(trial_id):  # a peer took the last queued one
         study.tell(trial, state=TrialState.PRUNED)
         return
