@@ -5,14 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test bench viz gpu-check
+.PHONY: train test bench viz gpu-check notebook
 train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
 # pytest exits 5 when it collects nothing: that fails here too, as any non-zero exit does.
 # Every test runs one thread; one worker more than cores, because much of the suite waits on child
 # processes (a Jupyter kernel, torchrun's rendezvous, PostgreSQL, a checkpoint to appear) and the extra
-# worker fills those waits (2 cores: 215 s against 232-241 s with one worker per core). --dist loadscope
+# worker fills those waits (measured: docs/tests.md). --dist loadscope
 # keeps a module on one worker, so a module's shared run (the gpu-check smoke, the torchrun pair) is
 # made once.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
@@ -26,9 +26,14 @@ viz: $(VENV)/.installed
 	$(PY) viz.py $(ARGS)
 
 # Every GPU claim checked (tests/gpu_check.py), most valuable first; ARGS="--only full" runs one group,
-# ARGS=--smoke the same steps tiny on the CPU. README "GPU check" has the recipe for a bare GPU machine.
+# ARGS=--smoke the same steps tiny on the CPU. docs/gpu.md has the recipe for a bare GPU machine.
 gpu-check: $(VENV)/.installed
 	$(PY) tests/gpu_check.py $(ARGS)
+
+# The committed course notebook, regenerated from a real run with a smaller budget (notebooks/render.py):
+# make notebook ARGS="--data-dir /tmp/cifar-real --limit-train 4000 --limit-test 1000"
+notebook: $(VENV)/.installed
+	$(PY) notebooks/render.py $(ARGS)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
