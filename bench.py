@@ -30,7 +30,7 @@ The defaults follow the device: on a GPU the whole set, train.py's batch, an epo
 largest batch up to train.py's whose model stages take about a minute at the speed a probe step
 measures, so that a default run ends in a few minutes on any CPU (the JSON records the batch and
 how it was chosen; docs/benchmark.md gives measured wall times). --scaling and --fast-paths add
-minutes on a CPU (compiling ResNet18 takes 40 s or more per variant there).
+minutes on a CPU (each compiled variant compiles ResNet18 there).
 A stage that takes longer than --stage-timeout fails, named; the run then exits 1 with the figures
 measured so far in --json. Bad flags or missing data: one line, exit 2.
 """

@@ -2,7 +2,7 @@
 CPU time over a window is the machine's busy time (/proc/stat, steal included: another VM on the same
 cores) minus this process's and its children's (DataLoader workers, compile workers). It matters more
 than a load average: one thread of a parallel region that finds no free core stalls the others (on 2
-cores with one taken, the torch-ops loader at 2 threads fell from ~180,000 to ~8,900 img/s), so a
+cores with one taken, the torch-ops loader at 2 threads fell twenty-fold: BENCHMARKS.md), so a
 figure measured while others held cores is marked unreliable, and the thread count follows the cores
 left free. Only the CPUs this process may run on count; where a CPU quota (cgroup) caps it below them,
 other processes' use of shared CPUs says nothing about ours, and, as off Linux, the figures are None

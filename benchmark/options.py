@@ -59,17 +59,17 @@ class Options:
     run_seconds: float = option(0.5, "a pipeline-stage run repeats whole passes until it has lasted "
                                      "this long (at least one pass)")
     model_repeats: int = option(0, "timed rounds of the model stages and the fast paths (default: --repeats "
-                                   "on a GPU, 2 on a CPU, where a step of 512 takes ~5 s)")
+                                   "on a GPU, 2 on a CPU, where a step takes seconds)")
     model_steps: int = option(0, "training steps per model-stage or fast-path run (default: an epoch on a "
                                  "GPU, 1 on a CPU)")
     fast_paths: bool = option(None, "also train the model alone in each of --fast-path-variants and say "
                                     "which precision and compile mode it would choose (default: on a GPU; "
-                                    "on a CPU compiling ResNet18 takes 40 s or more per mode)")
+                                    "on a CPU each compiled mode compiles ResNet18 first)")
     fast_path_variants: tuple = option(FAST_PATHS, "PRECISION:MODE pairs for --fast-paths (default "
                                        + " ".join(FAST_PATHS) + "; modes: " + ", ".join(MODES) + ")",
                                        nargs="+", type=variant)
     scaling: bool = option(False, "also measure each loader alone against batch size and threads "
-                                  "(several minutes more on a CPU)")
+                                  "(minutes more on a CPU)")
     scaling_batches: tuple = option(SCALING_BATCHES, "batch sizes for --scaling (default "
                                     + " ".join(map(str, SCALING_BATCHES)) + ")", nargs="+", type=int)
     stage_timeout: float = option(600.0, "seconds a stage may take in all; past that it fails, named")

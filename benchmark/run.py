@@ -117,8 +117,8 @@ def choose_threads(opts: Options) -> Threads:
 
 def cpu_batch(cfg: Config, device, threads: int, images: int) -> tuple:
     """(the largest power-of-two batch up to cfg's whose model stages fit CPU_MODEL_SECONDS at the speed
-    a probe step measures, how it was chosen): a CPU trains ResNet18 at 20-100 img/s, so train.py's
-    batch of 512 made the default run take 1-5 minutes, depending on the CPU."""
+    a probe step measures, how it was chosen): CPUs differ several-fold in training speed, so a fixed
+    batch made the default run's length depend on the CPU."""
     with measure.torch_threads(threads):
         rate = stages.probe(cfg, device)
     steps = 1 + len(stages.MODELS) * 2  # a warm-up step, then 2 rounds of one step per model stage

@@ -1,5 +1,5 @@
 """A package's heavy names loaded on first use (PEP 562), so that a script parses its options, and refuses
-a bad flag, before torch and DALI are imported (they take 5-20 s to load on a busy machine)."""
+a bad flag, before torch and DALI are imported (seconds each, more on a busy machine)."""
 import importlib
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # One intra-op thread here and in every child process: tiny batches gain nothing from a second thread,
-# and on a busy 2-core machine two threads wait on each other (~6x slower). It also keeps runs made
+# and on a busy 2-core machine two threads wait on each other (several times slower). It also keeps runs made
 # in-process and in a subprocess bit-identical.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
@@ -149,7 +149,7 @@ def trained_copy(trained_run, tmp_path):
 
 # Modules that take longest run first: pytest-xdist's loadscope hands modules to its workers in
 # collection order, so a long module collected last (alphabetically, test_train and test_viz) ran alone
-# at the end while the other core idled (measured: 243 s against ~200 s of work for two cores).
+# at the end while the other core idled.
 LONGEST_FIRST = ["test_gpu_check", "test_distributed", "test_train", "test_resume", "test_viz", "test_sweep",
                  "test_folder", "test_notebook", "test_bench"]
 
