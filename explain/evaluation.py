@@ -8,7 +8,6 @@ from torch import nn
 
 import nets
 import pipeline
-from common import device as devices
 from common import progress
 from common.cli import UsageError
 from nets import checkpoint
@@ -67,9 +66,10 @@ def test_index(data: pipeline.Dataset, limit: int) -> np.ndarray:
 def test_loader(data: pipeline.Dataset, state: dict, index: np.ndarray, device):
     """A loader over the test images at `index`, in that order, normalised as in training."""
     items, labels = data.test
-    return data.eval_loader(items[index], labels[index], mean=tuple(state["mean"]), std=tuple(state["std"]),
-                            batch_size=EVAL_BATCH, device_id=devices.dali_id(device), dtype=torch.float32,
-                            channels_last=state["config"].get("channels_last", True))
+    spec = pipeline.BatchSpec(mean=tuple(state["mean"]), std=tuple(state["std"]), batch_size=EVAL_BATCH,
+                              device=device, dtype=torch.float32,
+                              channels_last=state["config"].get("channels_last", True))
+    return data.eval_loader((items[index], labels[index]), spec)
 
 
 @dataclass(frozen=True)
