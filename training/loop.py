@@ -257,11 +257,12 @@ def save(run: Run, cfg: Config, data, best: bool = False):
         checkpoint.save(Path(cfg.out) / "best.pt", state)
 
 
-def interrupted(run: Run, setup: Setup, guard: Guard, partial: dict):
-    """A signal: save the step reached (every rank stopped at the same one) and stop with Stopped."""
+def interrupted(run: Run, setup: Setup, guard: Guard, sums_so_far: dict):
+    """A signal: save the step reached (every rank stopped at the same one), with the interrupted
+    epoch's running sums, and stop with Stopped."""
     out, epoch = Path(setup.cfg.out), run.epoch
     guard.check_models(run.models().values(), {}, epoch, f"{out / 'last.pt'} still holds epoch {epoch}")
-    run.partial = partial
+    run.partial = sums_so_far
     if setup.process.main:
         save(run, setup.cfg, setup.data)
     raise Stopped(f"stopped by signal {guard.signum} at epoch {epoch + 1}, step {run.step}: resume with "
