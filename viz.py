@@ -1,7 +1,9 @@
-"""Explain a trained checkpoint: curves, mistakes, class activation maps, faithfulness, confusion, attacks.
+"""Explain a trained checkpoint: curves, mistakes, class activation maps and the evidence for them
+(faithfulness with intervals, a random-map baseline, a sanity check), confusion, attacks; docs/explain.md.
 
   python viz.py --checkpoint runs/resnet18/last.pt              # everything, into runs/resnet18/viz/
   python viz.py --checkpoint RUN/best.pt --layer layer2 --method gradcam eigencam
+  python viz.py --checkpoint RUN/last.pt --faithfulness-images 500 --sanity-images 100   # which map to believe
   python viz.py --checkpoint RUN/last.pt --adversarial --attack pgd --eps 8
 
 It never trains and writes nothing outside --out. The test set goes through the DALI eval pipeline with

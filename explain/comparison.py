@@ -93,14 +93,33 @@ class Comparison:
         notes = [self.caveat] if self.caveat else []
         top = min(r.rank for r in self.rows)
         for r in self.rows:
-            if r.vs_random is not None and not r.vs_random.low > 0:
+            if r.vs_random is not None and r.vs_random.high < 0:
+                notes.append(f"{r.method} scores below the random map on these {self.images} images (difference "
+                             f"{r.vs_random.text()}): the pixels it marks matter less than ones picked at random")
+            elif r.vs_random is not None and not r.vs_random.low > 0:
                 notes.append(f"{r.method}: ROAD does not tell its maps from the random map's on these "
                              f"{self.images} images (difference {r.vs_random.text()})")
             if r.flagged:
                 ranked = " although ROAD ranks it first" if r.rank == top else ""
                 notes.append(f"{r.method} fails the sanity check{ranked}: with every block random its maps "
                              f"keep ρ = {r.sanity[-1].text()}: they follow the image, not the weights")
+            elif self.unmoved(r):
+                blocks = self.depths[:len(self.unmoved(r))]
+                why = "; fc is the classifier: not from the class explained either" if blocks[0] == "fc" else ""
+                notes.append(f"{r.method}'s maps stay similar (ρ > {sanity.THRESHOLD}) with {', '.join(blocks)} "
+                             f"random (ρ = {', '.join(s.text() for s in self.unmoved(r))}): much of what they "
+                             f"show does not come from those weights{why}")
         return notes
+
+    @staticmethod
+    def unmoved(r: Row) -> list:
+        """The sanity intervals, from the output back, for as long as the maps stay above the threshold."""
+        kept = []
+        for s in r.sanity:
+            if s.mean <= sanity.THRESHOLD:
+                break
+            kept.append(s)
+        return kept
 
     def tables(self) -> dict:
         """Markdown tables by title: the faithfulness table, the paired differences, the sanity check."""

@@ -140,6 +140,7 @@ def test_a_faithful_map_ranks_first_its_opposite_last_and_the_random_map_between
     best, worst = table.row("quarter"), table.row("opposite")
     assert best.vs_random.low > 0 and worst.vs_random.high < 0
     assert best.morf.high < 0 and best.lerf.mean > best.morf.mean  # removing what the model sees hurts it
+    assert [n.split(" ")[:4] for n in table.notes()] == [["opposite", "scores", "below", "the"]]
     assert all(r.seconds["road"] > 0 for r in table.rows)
 
 
@@ -216,3 +217,18 @@ def test_interval_is_students_t_and_ranks_need_separation():
     # c beats a on every image; b lies between them, too noisy to be told from either
     a, b, c = np.zeros(10), np.array([2, -2] * 5) + 0.5, np.ones(10)
     assert intervals.ranks({"a": a, "b": b, "c": c}) == {"a": 2, "b": 1, "c": 1}
+
+
+def test_notes_name_the_blocks_a_method_ignores():
+    def row(name, rho):
+        one = intervals.Interval(0.3, 0.2, 0.4, 20)
+        return comparison.Row(name, one, one, one, one, 1, False, {}, tuple(intervals.Interval.of([r, r]) for r in rho))
+    table = comparison.Comparison("layer3", 200, 20, 0, ("fc", "layer4", "layer3"),
+                                  (row("eigencam", [1.0, 1.0, 0.1]), row("gradcam", [0.2, 0.9, 0.1]),
+                                   row("brightness", [1.0, 1.0, 1.0])), ())
+    assert table.notes() == [
+        "eigencam's maps stay similar (ρ > 0.5) with fc, layer4 random (ρ = +1.000 ± 0.000, +1.000 ± 0.000): "
+        "much of what they show does not come from those weights; fc is the classifier: not from the class "
+        "explained either",
+        "brightness fails the sanity check although ROAD ranks it first: with every block random its maps keep "
+        "ρ = +1.000 ± 0.000: they follow the image, not the weights"]
