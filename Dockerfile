@@ -72,6 +72,7 @@ COPY training/ ./training/
 COPY explain/ ./explain/
 COPY benchmark/ ./benchmark/
 COPY sweeps/ ./sweeps/
+COPY offline/ ./offline/
 COPY train.py viz.py bench.py sweep.py ./
 # torch.compile must be able to build its kernels, on the GPU and on the CPU: fail the build if not.
 RUN python3 -c "import sys; from common.device import compile_problem; \

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test bench viz gpu-check notebook
+.PHONY: train test bench viz gpu-check notebook gpu-kit
 train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
@@ -34,6 +34,14 @@ gpu-check: $(VENV)/.installed
 # make notebook ARGS="--data-dir /tmp/cifar-real --limit-train 4000 --limit-test 1000"
 notebook: $(VENV)/.installed
 	$(PY) notebooks/render.py $(ARGS)
+
+# The offline kit for a GPU machine without network (docs/gpu.md): DALI, grad-cam and their dependencies
+# for its Python and platform (ARGS="--python 3.11 --cuda 12" for another), pruned, with the CIFAR-10
+# JPEGs, xz-compressed into .gpu-kit/parts/ (each part fits one 64 MiB copy beside the repository) and
+# SHA256SUMS. Needs the package index; about 10 minutes on 2 cores, most of it xz.
+KIT_DATA ?= ../shared/data/cifar10-jpeg.tar.xz
+gpu-kit: $(VENV)/.installed
+	$(PY) -m offline build --data $(KIT_DATA) $(ARGS)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

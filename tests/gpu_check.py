@@ -9,7 +9,8 @@ each step's log) as they come, and to a table.
 
 Steps, most valuable first (`--only` picks some; each is time-boxed, recorded, and a failure does not
 stop the next):
-  env    GPU, driver, CUDA, torch, DALI (wheel and CUDA major), grad-cam, what torch.compile lacks
+  env    GPU, driver, CUDA, torch (found, and the pin), DALI (wheel, CUDA major), grad-cam (imported),
+         what torch.compile lacks; every step's record and row is labelled with the torch found
   tests  `pytest -m gpu` over every test module with gpu-marked tests: passed / failed / skipped
   full   train.py with its defaults (ResNet18, 20 epochs, the full set): wall time, img/s, final accuracy
   bench  bench.py --data-dir DIR with its defaults: its whole JSON (loaders, fast paths, chosen defaults)
@@ -20,25 +21,19 @@ The JSON file (--json) is rewritten whenever a step starts a command, every few 
 command stopped from outside still leaves what it did. Calls merge their steps into the same file. Exit
 code 1 if a step of this call failed or ran out of time, 2 for bad input.
 
-On a bare GPU machine (PyTorch for CUDA 13, Python 3.12, no DALI, no network; README "GPU check" has
-the plan in minutes), from a copy of the repository:
- 1. Where pip reaches the package index:  ../shared/gpu/stage.sh
-    -> .gpu/part-00 .. part-02 (58 MiB at most: DALI and friends installed for Python 3.12 and pruned
-       to what our pipelines load, grad-cam, the CIFAR-10 JPEGs and their converter), .gpu/SHA256SUMS,
-       .gpu/install.sh.
- 2. Copy the repository to the GPU machine and the parts and SHA256SUMS into /tmp/kit-parts/ there, then
-      bash .gpu/install.sh        # -> packages in /tmp/site, CIFAR-10 in /tmp/cifar and /tmp/cifar-folders
- 3. Run each group as its own command, so that one cut short costs only itself; RESULTS is the folder
-    you copy back afterwards:
-      export PYTHONPATH=/tmp/site
-      CHECK="python3 tests/gpu_check.py --data-dir /tmp/cifar --out /tmp/gpu-check"
-      CHECK="$CHECK --json RESULTS/gpu-check.json --logs RESULTS/logs"
-      timeout 390 $CHECK --only env,tests     # expected 2.5 min (install 0.5 min before it)
-      timeout 330 $CHECK --only full          # 1.5 min
-      timeout 330 $CHECK --only bench         # 3 min
-      timeout 180 $CHECK --only short         # 1 min
-    `timeout` ends the check with SIGTERM past its steps' boxes: the running step is killed and recorded.
- 4. Copy RESULTS back; put the figures (device name included) into BENCHMARKS.md.
+On a bare GPU machine (Python and a CUDA torch, no DALI or grad-cam, no network; files reach it in
+copies of at most 64 MiB, it is released after 30 s idle), docs/gpu.md has the plan; in short:
+ 1. Where pip reaches the package index:  make gpu-kit
+    -> .gpu-kit/parts/part-00 .. part-NN (each fits one copy beside the repository) and SHA256SUMS:
+       DALI for the target's CUDA major and Python with its dependencies, pruned (offline/prune.py),
+       grad-cam and its ttach, and the CIFAR-10 JPEG archive.
+ 2. One call per part, copying it into /tmp/kit-parts/; the last also installs the kit
+    (python3 -m offline install /tmp/kit-parts /tmp/kit: packages in /tmp/kit/site, CIFAR-10 in
+    /tmp/kit/cifar) and runs env and tests; then one call per group. Each call writes its results into a
+    local folder first and copies it into the folder that comes back at its end; each step's box, the
+    check's `timeout` and the call's limit nest, so that the check's own SIGTERM ends a step:
+      python3 tests/gpu_check.py --recipe N      # the calls for a kit of N parts: copies, commands, minutes
+ 3. Put the figures, labelled with the device and the torch version found, into BENCHMARKS.md.
 """
 import argparse
 import contextlib
@@ -61,16 +56,21 @@ sys.path.insert(0, str(ROOT))  # run as a script from tests/: the project's comm
 from common import cli  # noqa: E402
 from common.cli import Parser, UsageError  # noqa: E402
 from common.files import write_text  # noqa: E402
-from common.tables import row  # noqa: E402
+from common.tables import markdown, row  # noqa: E402
 
 STEPS = ("env", "tests", "full", "bench", "short")  # most valuable first
-# Time boxes on a GPU, in seconds: about twice what each step is expected to take on an H200 (README).
-GPU_LIMITS = {"env": 90, "tests": 270, "full": 300, "bench": 300, "short": 150}
+# Expected minutes on an H200 (not yet measured: docs/gpu.md says how each is reckoned) and the time
+# boxes, in seconds: about twice the expectation. The bench box is larger: bench.py sizes its GPU run to
+# about 3 minutes, and each of its two compiled variants compiles cold (its own Inductor cache) for
+# up to a minute more; the variants run most valuable first, so a box that ends early cuts the least.
+EXPECTED_MINUTES = {"env": 0.3, "tests": 2.5, "full": 1.5, "bench": 3.0, "short": 1.0}
+GPU_LIMITS = {"env": 90, "tests": 270, "full": 300, "bench": 360, "short": 150}
 PROGRESS_SECONDS = 5  # how often a running step's record is rewritten
 SMOKE_LIMIT = 900  # per step on a CPU: generous, so that a loaded CI machine never trips it
 # For tests of the check itself: steps named here get a --data-dir that does not exist, so they fail.
 MISSING_DATA_VAR = "GPU_CHECK_MISSING_DATA"
 TAIL_CHARS = 3000
+SLOWEST = 5  # the tests step records this many of its slowest tests with their seconds
 
 
 class StepFailed(Exception):
@@ -114,6 +114,58 @@ class StopSignals:
 SIGNALS = StopSignals()
 
 
+# ------------------------------------------------------------- the plan on a bare GPU machine
+# One call per kit part, back to back (a machine idle for 30 s is released, with all it holds): the last
+# part's call also installs the kit and runs the first group; then one call per group. Each call leaves
+# its results in RESULTS and copies them into $OUT (emptied before each call, copied back after it).
+GROUPS = (("env", "tests"), ("full",), ("bench",), ("short",))
+DEVICE_MINUTES = 15        # all calls together, the machine's start included
+START_MINUTES = 1.5        # the machine's start
+CALL_MINUTES = 0.2         # a call's own cost: the copy of up to 64 MiB there, the results back
+INSTALL_MINUTES = 1.0      # verify, unpack, pip install, convert 60,000 JPEGs, probe
+INSTALL_LIMIT = 180        # seconds: the installer's `timeout`
+MARGIN = 30                # seconds from a step's boxes to the check's `timeout`, and from that to the call's limit
+RESULTS = "/tmp/gpu-results"
+PARTS, KIT = "/tmp/kit-parts", "/tmp/kit"
+
+
+def recipe(parts: int) -> list:
+    """The calls for a kit of `parts` parts: {copied, what, command, minutes, limit}; limit is the call's
+    own (seconds), past the `timeout`s inside it."""
+    check = (f"PYTHONPATH={KIT}/site timeout {{inner}} python3 tests/gpu_check.py --data-dir {KIT}/cifar "
+             f"--out /tmp/gpu-check --json {RESULTS}/gpu-check.json --logs {RESULTS}/logs --only {{only}}")
+    back = f'; rc=$?; cp -r {RESULTS}/. "$OUT"/; exit $rc'
+    calls = [dict(copied=f".gpu-kit/parts/part-{i:02d}", what=f"copy part {i:02d}", minutes=CALL_MINUTES, limit=60,
+                  command=f"mkdir -p {PARTS} && cp .gpu-kit/parts/part-{i:02d} {PARTS}/") for i in range(parts - 1)]
+    for n, group in enumerate(GROUPS):
+        inner = sum(GPU_LIMITS[s] for s in group) + MARGIN
+        command = f"mkdir -p {RESULTS} && " + check.format(inner=inner, only=",".join(group))
+        minutes, copied, what = CALL_MINUTES + sum(EXPECTED_MINUTES[s] for s in group), "", ""
+        if n == 0:  # the last part's call: it installs the kit first
+            last = f".gpu-kit/parts/part-{parts - 1:02d}"
+            command = (f"mkdir -p {PARTS} {RESULTS} && cp {last} .gpu-kit/parts/SHA256SUMS {PARTS}/ && timeout "
+                       f"{INSTALL_LIMIT} python3 -m offline install {PARTS} {KIT} > {RESULTS}/install.log 2>&1 && "
+                       + command.split(" && ", 1)[1])
+            copied, what = f"{last}, .gpu-kit/parts/SHA256SUMS", f"copy part {parts - 1:02d}, install the kit, "
+            minutes, inner = minutes + INSTALL_MINUTES, inner + INSTALL_LIMIT
+        calls.append(dict(copied=copied, what=what + f"check {', '.join(group)}", command=command + back,
+                          minutes=round(minutes, 2), limit=inner + MARGIN))
+    return calls
+
+
+def recipe_text(parts: int) -> str:
+    """The calls' commands, then a table of them with the start and the total expected minutes."""
+    calls = recipe(parts)
+    commands = "\n".join(f"# {i}: {c['what']} (limit {c['limit']} s)\n{c['command']}" for i, c in enumerate(calls, 1))
+    rows = [["0", "(the machine starts)", "-", f"{START_MINUTES}", ""]]
+    rows += [[str(i), c["copied"] or "-", c["what"], f"{c['minutes']}", str(c["limit"])]
+             for i, c in enumerate(calls, 1)]
+    total = START_MINUTES + sum(c["minutes"] for c in calls)
+    rows.append(["", "total", "", f"{total:.1f} of {DEVICE_MINUTES}", ""])
+    return (f"```sh\n{commands}\n```\n\n"
+            + markdown(["call", "copied besides the repository", "what runs", "expected min", "limit s"], rows))
+
+
 # --------------------------------------------------------------------------- command line
 def parse(argv) -> argparse.Namespace:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # the recipe too
@@ -129,11 +181,15 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter for every child process (default: this one)")
+    p.add_argument("--recipe", type=int, metavar="PARTS",
+                   help="print the calls for a bare GPU machine and a kit of PARTS parts (docs/gpu.md), and exit")
     args = p.parse_args(argv)
     args.steps = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in args.steps if s not in STEPS]
     if unknown or not args.steps:
         raise UsageError(f"--only {args.only!r}: steps are {', '.join(STEPS)}")
+    if args.recipe is not None and args.recipe < 1:
+        raise UsageError(f"--recipe {args.recipe}: a kit has at least one part (make gpu-kit says how many)")
     if shutil.which(args.python) is None:
         raise UsageError(f"--python {args.python}: not an executable; give the interpreter that has torch")
     return args
@@ -251,7 +307,7 @@ class Check:
 
     def __init__(self, args):
         self.smoke = args.smoke
-        self.python = args.python
+        self.python, self.torch = args.python, args.torch
         self.out = args.out.resolve()
         self.device = "cpu" if self.smoke else "cuda"
         self.data_dir = args.data_dir.resolve() if args.data_dir else None
@@ -311,10 +367,13 @@ info = dict(python=platform.python_version(), torch=torch.__version__, torch_cud
             gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
             dali_wheels=dali, dali=version(dali[0]) if dali else None, grad_cam=version("grad-cam"),
             torchvision=version("torchvision"), numpy=version("numpy"), xdist=version("pytest-xdist"))
+pins = dict(re.findall(r"^([\w.-]+)==(\S+)", open("requirements.txt").read(), re.MULTILINE))
+info["torch_pinned"] = pins.get("torch")  # the machine's own torch may differ: every figure says which ran
 from common.device import compile_problem  # the project's own rule (cwd is the repository)
 info["compile_problem"] = compile_problem("cuda" if cuda else "cpu")
-try:  # grad-cam's import (sklearn, cv2: 4 s) is left to viz.py, in the short step
+try:  # both, now: a missing grad-cam would otherwise surface as pytest's exit 2 with no GPU test run
     import nvidia.dali
+    import pytorch_grad_cam
     info["import_error"] = None
 except Exception as e:
     info["import_error"] = f"{type(e).__name__}: {e}"
@@ -322,15 +381,18 @@ print(json.dumps(info))
 """
 
 
-def cuda_visible(python: str, env: dict) -> bool:
-    """Whether the interpreter's torch sees a GPU; bad input (exit 2) if it cannot even import torch."""
-    proc = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+def torch_found(python: str, env: dict) -> tuple:
+    """(the interpreter's torch version, whether it sees a GPU); bad input (exit 2) if it cannot even
+    import torch. Every step's record is labelled with that version: the GPU machine's own torch is not
+    always the one requirements.txt pins."""
+    proc = subprocess.run([python, "-c", "import torch; print(torch.__version__, torch.cuda.is_available())"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UsageError(f"{python} cannot import torch ({last}): pass --python, or set PYTHONPATH "
                          "(/tmp/site after the GPU kit's install.sh)")
-    return proc.stdout.strip().endswith("True")
+    version, cuda = proc.stdout.split()[-2:]
+    return version, cuda == "True"
 
 
 def nvidia_smi() -> dict:
@@ -399,10 +461,13 @@ def has_module(python: str, name: str, env: dict) -> bool:
 
 
 def junit_counts(xml: str) -> dict:
-    """passed / failed / skipped, the failing test names and the skip reasons, from pytest's JUnit XML."""
+    """passed / failed / skipped, the failing test names, the skip reasons and the slowest tests (the
+    compile test's seconds: what the bench box has to allow per compiled variant), from pytest's JUnit XML."""
     import xml.etree.ElementTree as ET
     failed, skipped, passed = [], [], 0
-    for case in ET.fromstring(xml).iter("testcase"):
+    cases = list(ET.fromstring(xml).iter("testcase"))
+    slowest = sorted(cases, key=lambda c: -float(c.get("time", 0)))[:SLOWEST]
+    for case in cases:
         if case.find("failure") is not None or case.find("error") is not None:
             failed.append(case.get("name"))
         elif case.find("skipped") is not None:
@@ -410,7 +475,8 @@ def junit_counts(xml: str) -> dict:
         else:
             passed += 1
     return {"passed": passed, "failed": len(failed), "skipped": len(skipped), "failures": failed,
-            "skip_reasons": sorted(set(skipped))}
+            "skip_reasons": sorted(set(skipped)),
+            "slowest": {c.get("name"): round(float(c.get("time", 0)), 1) for c in slowest}}
 
 
 def step_short(check: Check, step: Step):
@@ -504,7 +570,8 @@ def run_step(name: str, check: Check, limit: float, logs: Path, env: dict, save=
 
 def record(step: Step, check: Check, started: float, status: str) -> dict:
     return {"status": status, "seconds": round(time.monotonic() - started, 1),
-            "mode": "smoke" if check.smoke else "gpu", "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "mode": "smoke" if check.smoke else "gpu", "torch": check.torch,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "figures": step.figures, "commands": step.commands, "log": str(step.log)}
 
 
@@ -534,7 +601,8 @@ def key_figures(name: str, r: dict) -> str:
         return "stopped from outside while running: its figures so far are in the JSON"
     if name == "env":
         return (f"{f.get('gpu') or 'no GPU'}, driver {f.get('driver')}, CUDA {f.get('torch_cuda')}, "
-                f"torch {f.get('torch')}, DALI {f.get('dali')}, grad-cam {f.get('grad_cam')}, "
+                f"torch {f.get('torch')} (pinned {f.get('torch_pinned')}), DALI {f.get('dali')}, "
+                f"grad-cam {f.get('grad_cam')}, "
                 f"torch.compile: {f.get('compile_problem') or 'can build'}")
     if name == "tests":
         return (f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped "
@@ -554,15 +622,15 @@ def key_figures(name: str, r: dict) -> str:
 
 def table(results: dict) -> str:
     """One aligned line per recorded step, in the order the steps run."""
-    rows = [["step", "mode", "status", "seconds", "figures"]]
+    rows = [["step", "mode", "torch", "status", "seconds", "figures"]]
     for name in (s for s in STEPS if s in results["steps"]):
         r = results["steps"][name]
         try:
             figures = key_figures(name, r)
         except (KeyError, TypeError, ValueError) as e:  # a script's output changed: the JSON still has it
             figures = f"in the JSON (no summary: {type(e).__name__} {e})"
-        rows.append([name, r["mode"], r["status"], f"{r['seconds']:.1f}", figures])
-    widths = [max(len(r[i]) for r in rows) for i in range(4)] + [0]  # the figures: as long as they are
+        rows.append([name, r["mode"], r.get("torch", "?"), r["status"], f"{r['seconds']:.1f}", figures])
+    widths = [max(len(r[i]) for r in rows) for i in range(5)] + [0]  # the figures: as long as they are
     return "\n".join(row(r, widths, first_left=True) for r in rows)
 
 
@@ -571,7 +639,8 @@ def prepare(args) -> tuple:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.smoke:
         env["OMP_NUM_THREADS"] = "1"  # two busy threads on a loaded 2-core machine wait on each other
-    if not cuda_visible(args.python, env) and not args.smoke:
+    args.torch, cuda = torch_found(args.python, env)
+    if not cuda and not args.smoke:
         raise UsageError(f"torch in {args.python} sees no CUDA GPU: run this on a GPU machine, or add --smoke "
                          "for the tiny CPU run")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -601,6 +670,9 @@ def smoke_data(folder: Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.recipe:
+        print(recipe_text(args.recipe))
+        return 0
     results = load_results(args.json)
     check, env = prepare(args)
     logs = args.logs or check.out / "logs"

@@ -49,6 +49,7 @@ def test_smoke_records_every_step_and_the_failure_does_not_stop_the_rest(smoke):
         "env": "ok", "tests": "skipped", "full": "ok", "bench": "failed", "short": "ok"}, said(proc)
     for name, s in steps.items():
         assert s["mode"] == "smoke" and s["seconds"] > 0 and s["commands"], name
+        assert s["torch"] == torch.__version__, name  # every record says which torch ran it
         assert all(c["command"] and c["seconds"] is not None for c in s["commands"]), name
 
     bench = steps["bench"]
@@ -65,9 +66,11 @@ def test_smoke_figures(smoke):
     steps = json.loads((out / "gpu-check.json").read_text())["steps"]
     env = steps["env"]["figures"]
     assert env["torch"] == torch.__version__ and env["torch_cuda"] == torch.version.cuda
+    pin = re.search(r"^torch==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
+    assert env["torch_pinned"] == pin
     dali_wheel = env["dali_wheels"][0]
     assert env["dali"] == importlib.metadata.version(dali_wheel) and env["cuda_major_match"] is True
-    assert env["grad_cam"] == importlib.metadata.version("grad-cam") and env["import_error"] is None
+    assert env["grad_cam"] == importlib.metadata.version("grad-cam") and env["import_error"] is None  # both imported
     assert env["cuda_available"] is False and env["gpu"] is None
     assert "compile_problem" in env  # None where torch.compile can build: what the GPU machine lacks shows
 
@@ -75,6 +78,7 @@ def test_smoke_figures(smoke):
     assert (tests["passed"], tests["failed"]) == (0, 0) and tests["skipped"] >= 6
     assert "tests/test_gpu.py" in tests["modules"] and "tests/test_gpu_check.py" not in tests["modules"]
     assert tests["skip_reasons"] and all("GPU" in reason for reason in tests["skip_reasons"])
+    assert 0 < len(tests["slowest"]) <= gpu_check.SLOWEST and all(s >= 0 for s in tests["slowest"].values())
 
     short = steps["short"]
     killed, resumed, viz = short["commands"]
@@ -95,10 +99,10 @@ def test_smoke_prints_an_aligned_table(smoke):
     lines = proc.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("step "))
     table = lines[start:start + 6]
-    assert re.split(r"\s{2,}", table[0]) == ["step", "mode", "status", "seconds", "figures"]
-    assert [line.split()[:3] for line in table[1:]] == [
-        ["env", "smoke", "ok"], ["tests", "smoke", "skipped"], ["full", "smoke", "ok"],
-        ["bench", "smoke", "failed"], ["short", "smoke", "ok"]]
+    assert re.split(r"\s{2,}", table[0]) == ["step", "mode", "torch", "status", "seconds", "figures"]
+    assert [line.split()[:4] for line in table[1:]] == [
+        [step, "smoke", torch.__version__, status] for step, status in
+        [("env", "ok"), ("tests", "skipped"), ("full", "ok"), ("bench", "failed"), ("short", "ok")]]
     assert len({line.index(" smoke ") for line in table[1:]}) == 1  # columns line up
     assert "0 passed, 0 failed" in table[2] and "bench.py exited 2: error: CIFAR-10 not found" in table[4]
 
@@ -125,7 +129,7 @@ def test_a_time_box_kills_the_step_and_is_recorded_as_it_runs(tmp_path, monkeypa
     monkeypatch.setitem(gpu_check.RUNNERS, "full", sleeper)
     monkeypatch.setattr(gpu_check, "PROGRESS_SECONDS", 0.1)
     saved = []  # copies: the records as they were when saved
-    result = gpu_check.run_step("full", types.SimpleNamespace(smoke=True), 1.5, tmp_path, dict(os.environ),
+    result = gpu_check.run_step("full", types.SimpleNamespace(smoke=True, torch="2.0"), 1.5, tmp_path, dict(os.environ),
                                 save=lambda r: saved.append(json.loads(json.dumps(r))))
     assert result["status"] == "timeout" and "time box" in result["error"]
     assert result["commands"][0]["exit"] == -9  # killed, not left running
@@ -187,13 +191,14 @@ def test_table_survives_figures_it_cannot_summarise():
 
 def test_junit_counts():
     xml = """<testsuites><testsuite name="pytest" tests="4">
-      <testcase classname="tests.test_gpu" name="test_a"/>
-      <testcase classname="tests.test_gpu" name="test_b"><failure message="boom"/></testcase>
+      <testcase classname="tests.test_gpu" name="test_a" time="61.25"/>
+      <testcase classname="tests.test_gpu" name="test_b" time="0.5"><failure message="boom"/></testcase>
       <testcase classname="tests.test_gpu" name="test_c"><skipped message="needs a CUDA GPU"/></testcase>
       <testcase classname="tests.test_gpu" name="test_d"><skipped message="needs a CUDA GPU"/></testcase>
     </testsuite></testsuites>"""
     assert gpu_check.junit_counts(xml) == {"passed": 1, "failed": 1, "skipped": 2, "failures": ["test_b"],
-                                           "skip_reasons": ["needs a CUDA GPU"]}
+                                           "skip_reasons": ["needs a CUDA GPU"],
+                                           "slowest": {"test_a": 61.2, "test_b": 0.5, "test_c": 0.0, "test_d": 0.0}}
 
 
 @pytest.mark.parametrize("args, says", [
@@ -201,6 +206,7 @@ def test_junit_counts():
     (["--smoke", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["--smoke", "--python", "/no/such/python"], "--python /no/such/python: not an executable"),
     (["--smoke", "--python", "false"], "false cannot import torch"),
+    (["--recipe", "0"], "--recipe 0: a kit has at least one part"),
     (["--smoke", "--data-dir", "{tmp}/empty"], "no CIFAR-10 in"),
     (["--smoke", "--json", "{tmp}/garbage.json"], "is not a gpu-check result file"),
     pytest.param([], "sees no CUDA GPU: run this on a GPU machine, or add --smoke",
@@ -213,3 +219,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     assert proc.returncode == 2, said(proc)
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and says in proc.stderr, said(proc)
     assert not (tmp_path / "out" / "logs").exists()  # nothing ran
+
+
+# ------------------------------------------------------------------ the plan on a bare GPU machine
+def test_the_recipe_fits_the_machine():
+    """Within the device time in expectation; each `timeout` past its steps' boxes and each call's limit
+    past its `timeout`s (so the check's own SIGTERM ends a step, recorded); at most 10 minutes a call;
+    results written locally and copied back at the end of every call; the parts copied in order."""
+    calls = gpu_check.recipe(3)
+    assert gpu_check.START_MINUTES + sum(c["minutes"] for c in calls) <= gpu_check.DEVICE_MINUTES - 2  # a rerun's room
+    assert [c["copied"] for c in calls][:3] == [".gpu-kit/parts/part-00", ".gpu-kit/parts/part-01",
+                                                ".gpu-kit/parts/part-02, .gpu-kit/parts/SHA256SUMS"]
+    checks = [c for c in calls if "gpu_check.py" in c["command"]]
+    assert [re.search(r"--only (\S+);", c["command"]).group(1) for c in checks] == [
+        ",".join(group) for group in gpu_check.GROUPS]
+    for call, group in zip(checks, gpu_check.GROUPS):
+        timeouts = [int(t) for t in re.findall(r"timeout (\d+) ", call["command"])]
+        assert timeouts[-1] > sum(gpu_check.GPU_LIMITS[s] for s in group)
+        assert sum(timeouts) < call["limit"] <= 600
+        assert f"--json {gpu_check.RESULTS}/" in call["command"] and f"--logs {gpu_check.RESULTS}/" in call["command"]
+        assert call["command"].endswith(f'; rc=$?; cp -r {gpu_check.RESULTS}/. "$OUT"/; exit $rc')
+    assert "python3 -m offline install /tmp/kit-parts /tmp/kit" in checks[0]["command"]
+    assert all(c["limit"] <= 600 for c in calls)
+
+
+def test_docs_show_the_recipe_for_the_kit_that_exists():
+    """docs/gpu.md holds --recipe's output for the part count of the measured kit, which it states."""
+    docs = (ROOT / "docs" / "gpu.md").read_text()
+    parts = int(re.search(r"calls for the measured kit \(`python3 tests/gpu_check.py --recipe (\d+)`\)", docs).group(1))
+    assert re.search(rf"in {parts} parts: ", docs)
+    proc = check("--recipe", parts)
+    assert proc.returncode == 0, said(proc)
+    assert proc.stdout.strip() in docs
