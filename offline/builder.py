@@ -74,6 +74,9 @@ def build(o: Options) -> dict:
                         data=dict(file=Path(o.data).name, bytes=Path(o.data).stat().st_size, images=images))
         (kit / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         made = parts.write(kit, new_parts, part_bytes, o.compression)
+        packed = {f"kit/{p.relative_to(kit).as_posix()}": p.stat().st_size for p in kit.rglob("*") if p.is_file()}
+        if parts.listing(parts.verify(new_parts)) != packed:  # read back as the installer will
+            raise RuntimeError(f"the parts in {new_parts} do not give back the kit that was packed")
         report = {**manifest, "compression": o.compression, "part_bytes": part_bytes,
                   "parts": [dict(file=name, bytes=size) for name, size in made],
                   "seconds": round(time.perf_counter() - started)}

@@ -132,6 +132,13 @@ class Joined(io.RawIOBase):
         super().close()
 
 
+def listing(paths: list) -> dict:
+    """{name: size} of the files in the joined parts' tar, read to its end: the builder's check that
+    the kit comes back whole."""
+    with io.BufferedReader(Joined(paths), CHUNK) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+        return {m.name: m.size for m in tar if m.isfile()}
+
+
 def extract(paths: list, folder: Path):
     """The joined parts' tar (xz or plain, told apart by its first bytes) into folder."""
     with io.BufferedReader(Joined(paths), CHUNK) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
