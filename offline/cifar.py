@@ -48,7 +48,7 @@ def read(archive) -> dict:
                 if match:
                     split, cls, name = match.groups()
                     found[split].append((cls, name, tar.extractfile(member).read()))
-    except (tarfile.TarError, EOFError, OSError) as e:  # lzma.LZMAError is an OSError
+    except (tarfile.TarError, EOFError, OSError) as e:  # tarfile reports damaged xz or gzip data as ReadError
         raise UserError(f"{archive} is not a readable tar archive ({type(e).__name__}: {e}): "
                         "give the JPEG archive (.tar.xz, .tar.gz or .tar)") from None
     classes = {split: sorted({cls for cls, _, _ in items}) for split, items in found.items()}

@@ -67,7 +67,7 @@ def build(paths: list, stage: Path, python: str, folders: bool) -> dict:
          "--disable-pip-version-check", "--quiet", "--target", stage / "site",
          *sorted((kit / "wheels").glob("*.whl"))], "pip install")
     images = cifar.convert(kit / manifest["data"]["file"], stage / "cifar",
-                             stage / "cifar-folders" if folders else None)
+                           stage / "cifar-folders" if folders else None)
     shutil.rmtree(kit)  # the wheels and the archive are installed and converted: only the results stay
     probe = json.loads(run([python, "-m", "offline.probe", stage / "cifar"], "the probe",
                            site=stage / "site").splitlines()[-1])
