@@ -150,8 +150,8 @@ def trained_copy(trained_run, tmp_path):
 # Modules that take longest run first: pytest-xdist's loadscope hands modules to its workers in
 # collection order, so a long module collected last (alphabetically, test_train and test_viz) ran alone
 # at the end while the other core idled.
-LONGEST_FIRST = ["test_gpu_check", "test_distributed", "test_train", "test_resume", "test_viz", "test_sweep",
-                 "test_folder", "test_notebook", "test_bench"]
+LONGEST_FIRST = ["test_gpu_check", "test_distributed", "test_train", "test_resume", "test_viz", "test_offline_kit",
+                 "test_sweep", "test_folder", "test_notebook", "test_bench"]
 
 
 def pytest_collection_modifyitems(items):

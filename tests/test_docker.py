@@ -297,7 +297,7 @@ def context_problems(dockerignore_text: str, needed: list) -> list:
     for path in ("data/cifar10-uint8.npz", "data/cifar-10-batches-py/data_batch_1", "runs/r18/last.pt",
                  ".venv/bin/python", ".git/HEAD", "pipeline/__pycache__/dali.cpython-312.pyc",
                  "__pycache__/cli.cpython-311.pyc", "resnet18.pt", ".pytest_cache/v/x",
-                 ".gpu/part-00", "gpu-check.json"):  # the GPU kit (280 MB) and the check's results
+                 ".gpu-kit/parts/part-00", "gpu-check.json"):  # the GPU kit (179 MB) and the check's results
         if not ignored(path, pats):
             problems.append(f".dockerignore does not exclude {path}")
     for name in needed:
