@@ -14,8 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 import pipeline
-from common import device as devices
-from pipeline.spec import CUTOUT, PAD
 
 NAMES = {"dali": "DALI", "torch_ops": "torch ops", "dataloader": "DataLoader"}
 
@@ -36,29 +34,23 @@ def load_images(opts) -> tuple:
 @dataclass(frozen=True)
 class Spec:
     """What every competing loader is built with, so that they emit the same batches."""
-    batch_size: int
-    seed: int
-    device: torch.device
-    dtype: torch.dtype
-    channels_last: bool
-    threads: int            # DALI's threads or the DataLoader's workers (torch ops: torch's intra-op threads)
-    timeout: float          # the DataLoader's wait per batch
+    batch: pipeline.BatchSpec  # CIFAR-10's normalisation, the batch, device, dtype, layout and seed
+    threads: int               # DALI's threads or the DataLoader's workers (torch ops: torch's intra-op threads)
+    timeout: float             # the DataLoader's wait per batch
 
 
 def build(name: str, images, labels, spec: Spec):
     """Loader `name` over the images, as spec says."""
-    gpu = devices.dali_id(spec.device)
-    common = dict(mean=pipeline.MEAN, std=pipeline.STD, batch_size=spec.batch_size, seed=spec.seed, device_id=gpu,
-                  dtype=spec.dtype, channels_last=spec.channels_last)
+    batch = spec.batch
     if name == "dali":
-        return pipeline.train_loader(images, labels, num_threads=spec.threads, **common)
+        return pipeline.train_loader(images, labels, batch, num_threads=spec.threads)
     if name == "torch_ops":
-        return pipeline.TensorLoader(images, labels, **common)
-    loader = DataLoader(TorchvisionSet(images, labels), batch_size=spec.batch_size, shuffle=True,
-                        num_workers=spec.threads, pin_memory=gpu is not None, drop_last=True,
+        return pipeline.TensorLoader(images, labels, batch)
+    loader = DataLoader(TorchvisionSet(images, labels), batch_size=batch.batch_size, shuffle=True,
+                        num_workers=spec.threads, pin_memory=batch.device.type == "cuda", drop_last=True,
                         persistent_workers=spec.threads > 0, timeout=spec.timeout if spec.threads else 0,
-                        generator=torch.Generator().manual_seed(spec.seed))
-    return OnDevice(loader, spec.device, spec.channels_last)
+                        generator=torch.Generator().manual_seed(batch.seed))
+    return OnDevice(loader, batch.device, batch.channels_last)
 
 
 class Cutout:
@@ -83,8 +75,8 @@ class TorchvisionSet(Dataset):
     def __init__(self, images, labels):
         self.images, self.labels = images, labels
         self.transform = transforms.Compose([
-            transforms.RandomCrop(images.shape[1], padding=PAD), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(pipeline.MEAN, pipeline.STD), Cutout(CUTOUT)])
+            transforms.RandomCrop(images.shape[1], padding=pipeline.PAD), transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(), transforms.Normalize(pipeline.MEAN, pipeline.STD), Cutout(pipeline.CUTOUT)])
 
     def __len__(self):
         return len(self.labels)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import pipeline
 from common import cli, device as devices
 from common.cli import UsageError
 from training import Config, precision, resolve, seed_everything
@@ -65,9 +66,10 @@ class Bench:
         if threads is None:
             threads = self.threads.workers if name == "dataloader" else min(4, self.threads.count)
         return loaders.build(name, self.images, self.labels, loaders.Spec(
-            batch_size=batch_size or self.cfg.batch_size, seed=self.cfg.seed, device=self.device,
-            dtype=self.dtype, channels_last=self.cfg.channels_last, threads=threads,
-            timeout=self.opts.stage_timeout))
+            pipeline.BatchSpec(mean=pipeline.MEAN, std=pipeline.STD, batch_size=batch_size or self.cfg.batch_size,
+                               device=self.device, dtype=self.dtype, channels_last=self.cfg.channels_last,
+                               seed=self.cfg.seed),
+            threads=threads, timeout=self.opts.stage_timeout))
 
 
 def bench(opts: Options):

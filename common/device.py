@@ -1,6 +1,6 @@
-"""Which device a command runs on (one rule for train.py, viz.py and bench.py), DALI's id for it, one
-resident copy of a host array on it, and whether torch.compile can build its kernels here. torch is
-imported where it is used: the option lists that name the devices load without it."""
+"""Which device a command runs on (one rule for train.py, viz.py and bench.py), one resident copy of a
+host array on it, and whether torch.compile can build its kernels here. torch is imported where it is
+used: the option lists that name the devices load without it."""
 from __future__ import annotations
 
 import os
@@ -25,11 +25,6 @@ def choose(name: str, local_rank: int = 0) -> torch.device:
     torch.cuda.set_device(local_rank)
     torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     return torch.device("cuda", local_rank)
-
-
-def dali_id(device: torch.device) -> int | None:
-    """The device_id a DALI pipeline takes for `device`: the GPU's index, None for DALI's CPU backend."""
-    return (device.index or 0) if device.type == "cuda" else None
 
 
 # Set to "emulated" to run as on a CPU without native bf16 (most laptops, many CI runners), whatever this

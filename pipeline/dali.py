@@ -1,8 +1,8 @@
 """DALI pipelines: training augmentation (padded crop, flip, cutout, normalise) and plain evaluation.
 
-The pixel work runs in DALI, on the GPU when the pipeline has a device_id and on DALI's CPU backend
-when device_id is None. The images come in through external sources: uint8 arrays (CIFAR-10's store,
-resident in GPU memory on a GPU) or the bytes of image files, decoded by DALI (nvJPEG on a GPU).
+The pixel work runs in DALI, on the GPU when the BatchSpec's device is one and on DALI's CPU backend
+otherwise. The images come in through external sources: uint8 arrays (CIFAR-10's store, resident in
+GPU memory on a GPU) or the bytes of image files, decoded by DALI (nvJPEG on a GPU).
 The random draws (order, crop offset, flip, cutout centre) are made by numpy from (seed, epoch) and
 fed in beside the images: every epoch is a pure function of the seed, so `--resume` continues with the
 same batches and draws (mid-epoch too, by starting at the step), one pipeline serves every epoch, and
@@ -19,9 +19,9 @@ from nvidia.dali import fn, pipeline_def, types
 
 from common.device import resident
 
-from .spec import CUTOUT, PAD, cutout_fill, cutout_side
+from .spec import CUTOUT, PAD, BatchSpec, cutout_fill, cutout_side
 
-DALI_DTYPE = {torch.float16: types.FLOAT16, torch.float32: types.FLOAT}
+DALI_DTYPE = {torch.float16: types.FLOAT16, torch.float32: types.FLOAT, None: types.FLOAT}  # None: float32
 
 
 class Decode(NamedTuple):
@@ -31,17 +31,16 @@ class Decode(NamedTuple):
 
 
 class TrainSource:
-    """The training stream of one shard: batch `it` of epoch `start_epoch + epoch_idx`, as DALI asks.
+    """The training stream of spec's shard: batch `it` of epoch `start_epoch + epoch_idx`, as DALI asks.
     items: N x H x W x 3 uint8 images, or N file paths when decode is given."""
 
-    def __init__(self, items, labels, batch_size, seed, shard_id=0, num_shards=1,
-                 start_epoch=0, start_step=0, device_id=None, decode: Decode | None = None):
-        self.items, self.labels = _resident(items, device_id, decode), np.asarray(labels)
-        self.batch_size, self.seed = batch_size, seed
+    def __init__(self, items, labels, spec: BatchSpec, start_epoch=0, start_step=0, decode: Decode | None = None):
+        self.items, self.labels = _resident(items, spec, decode), np.asarray(labels)
+        self.batch_size, self.seed, self.decode = spec.batch_size, spec.seed, decode
         self.image_size = decode.image_size if decode else items.shape[1]
         self.cutout = cutout_side(self.image_size)
-        self.per_shard = len(labels) // num_shards  # equal shards: every rank runs the same steps
-        self.shard = slice(shard_id * self.per_shard, (shard_id + 1) * self.per_shard)
+        self.per_shard = len(labels) // spec.num_shards  # equal shards: every rank runs the same steps
+        self.shard = slice(spec.shard_id * self.per_shard, (spec.shard_id + 1) * self.per_shard)
         self.start_epoch, self.start_step = start_epoch, start_step
         self._cached = (None, None)
 
@@ -78,15 +77,14 @@ class TrainSource:
 
 
 class EvalSource:
-    """Shard `shard_id` of [0, N) in order, every index exactly once; the last batch may be short."""
+    """Shard spec.shard_id of [0, N) in order, every index exactly once; the last batch may be short."""
 
-    def __init__(self, items, labels, batch_size, shard_id=0, num_shards=1, device_id=None,
-                 decode: Decode | None = None):
-        n = len(labels)
-        self.index = np.arange(shard_id * n // num_shards, (shard_id + 1) * n // num_shards)
-        self.items, self.labels = _resident(items, device_id, decode), np.asarray(labels)
+    def __init__(self, items, labels, spec: BatchSpec, decode: Decode | None = None):
+        n, shard, shards = len(labels), spec.shard_id, spec.num_shards
+        self.index = np.arange(shard * n // shards, (shard + 1) * n // shards)
+        self.items, self.labels = _resident(items, spec, decode), np.asarray(labels)
         self.rows = _where_items_are(self.index, self.items)
-        self.batch_size = batch_size
+        self.batch_size, self.decode = spec.batch_size, decode
 
     def __len__(self):
         return -(-len(self.index) // self.batch_size)
@@ -103,18 +101,14 @@ class EvalSource:
         return self.labels[self.index[self._batch(info)]]
 
 
-def cuda_device(device_id: int) -> torch.device:
-    """The torch device of DALI's device_id (the CPU tests map it to the CPU to check the sharing)."""
-    return torch.device("cuda", device_id)
-
-
-def _resident(items, device_id, decode):
+def _resident(items, spec: BatchSpec, decode):
     """On a GPU the uint8 set lives in device memory (150 MB for CIFAR-10), one copy per device for
     every loader of that array. Each batch is gathered there into a fresh tensor, which DALI copies into
     its own buffer. File paths stay on the host: DALI decodes their bytes."""
     if decode is not None:
         return np.asarray(items)
-    return items if device_id is None else resident(items, cuda_device(device_id))
+    gpu = spec.dali_device_id
+    return items if gpu is None else resident(items, torch.device("cuda", gpu))
 
 
 def _where_items_are(index: np.ndarray, items):
@@ -136,32 +130,33 @@ def decode(encoded, image_size: int, resize: bool, gpu: bool):
     return fn.resize(images, size=[image_size, image_size]) if resize else images
 
 
-def images_in(source, gpu: bool, how: Decode | None):
+def images_in(source, gpu: bool):
     """The source's images as uint8 HWC, on the GPU when gpu."""
-    if how is None:
+    if source.decode is None:
         return fn.external_source(source.image_batch, batch_info=True, layout="HWC",
                                   device="gpu" if gpu else "cpu")
     encoded = fn.external_source(source.image_batch, batch_info=True)
-    return decode(encoded, how.image_size, how.resize, gpu)
+    return decode(encoded, source.decode.image_size, source.decode.resize, gpu)
 
 
-def normalise(images, mean, std, dtype, layout, mirror=None):
-    """uint8 HWC -> (x/255 - mean)/std in the training dtype and layout, in one fused DALI operator."""
+def normalise(images, spec: BatchSpec, mirror=None):
+    """uint8 HWC -> (x/255 - mean)/std in spec's dtype and layout, in one fused DALI operator."""
     return fn.crop_mirror_normalize(images, mirror=0 if mirror is None else mirror,
-                                    mean=[255 * m for m in mean], std=[255 * s for s in std],
-                                    dtype=DALI_DTYPE[dtype], output_layout=layout)
+                                    mean=[255 * m for m in spec.mean], std=[255 * s for s in spec.std],
+                                    dtype=DALI_DTYPE[spec.dtype],
+                                    output_layout="HWC" if spec.channels_last else "CHW")
 
 
 @pipeline_def
-def train_pipeline(source: TrainSource, mean, std, dtype, layout, gpu, decode_as=None):
-    images = images_in(source, gpu, decode_as)
+def train_pipeline(source: TrainSource, spec: BatchSpec, gpu: bool):
+    images = images_in(source, gpu)
     labels, crop_start, flip, cutout_anchor = fn.external_source(
         source.param_batch, num_outputs=4, batch_info=True)
-    images = augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout, source.cutout)
+    images = augment(images, crop_start, flip, cutout_anchor, spec, source.cutout)
     return images, labels.gpu() if gpu else labels
 
 
-def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout, cutout=CUTOUT):
+def augment(images, crop_start, flip, cutout_anchor, spec: BatchSpec, cutout=CUTOUT):
     """The training augmentation of uint8 HWC images, given each sample's random draws."""
     # Padded random crop: a window at offset -4..4 of the image, zeros where it leaves the image.
     images = fn.slice(images, start=crop_start, rel_shape=[1.0, 1.0], axis_names="HW",
@@ -169,12 +164,12 @@ def augment(images, crop_start, flip, cutout_anchor, mean, std, dtype, layout, c
     # Cutout: the square takes the mean colour; erase clips it at the borders. On uint8, before
     # normalising: 20 % faster than on the float output.
     images = fn.erase(images, anchor=cutout_anchor, shape=[cutout, cutout], axis_names="HW",
-                      fill_value=cutout_fill(mean))
-    return normalise(images, mean, std, dtype, layout, mirror=flip)  # + horizontal flip
+                      fill_value=cutout_fill(spec.mean))
+    return normalise(images, spec, mirror=flip)  # + horizontal flip
 
 
 @pipeline_def
-def eval_pipeline(source: EvalSource, mean, std, dtype, layout, gpu, decode_as=None):
-    images = images_in(source, gpu, decode_as)
+def eval_pipeline(source: EvalSource, spec: BatchSpec, gpu: bool):
+    images = images_in(source, gpu)
     labels = fn.external_source(source.label_batch, batch_info=True)
-    return normalise(images, mean, std, dtype, layout), labels.gpu() if gpu else labels
+    return normalise(images, spec), labels.gpu() if gpu else labels

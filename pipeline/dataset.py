@@ -1,20 +1,16 @@
 """One face for every data source, so train.py and viz.py never branch on where images come from."""
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from common.cli import UsageError
-
 from .cifar import load_cifar10
+from .dali import Decode
 from .folder import open_folder
-from .loader import eval_loader, train_loader
+from .loader import DaliLoader, eval_loader, train_loader
+from .spec import BatchSpec, check_loader
 from .tensor_loader import TensorLoader
 
-KINDS = ("cifar10", "imagefolder")
-LOADERS = ("dali", "torch")  # the training loader: DALI's pipeline, or pipeline.TensorLoader (CIFAR-10)
 TEST_SUBSET_SEED = 0  # a test limit picks the same images in every run (any --seed) and in viz.py
 
 
@@ -26,30 +22,36 @@ class Dataset:
     mean: tuple               # [0, 1] units
     std: tuple
     image_size: int
-    train_loader: Callable    # (items, labels, **pipeline.train_loader's keywords) -> loader
-    eval_loader: Callable     # (items, labels, **pipeline.eval_loader's keywords) -> loader
+    loader: str = "dali"      # the training loader (spec.LOADERS); evaluation is always DALI's
+    decode: Decode | None = None  # the items are image files, decoded by DALI so; None: uint8 images
     note: str = ""            # something the user should know about this data
     bad_files: tuple = ()     # image files left out because they cannot be decoded (skip_bad_images)
+
+    def train_loader(self, part: tuple, spec: BatchSpec, start_epoch=0, start_step=0) -> DaliLoader | TensorLoader:
+        """Shuffled, augmented full batches of part = (items, labels), by the training loader."""
+        items, labels = part
+        if self.loader == "torch":
+            return TensorLoader(items, labels, spec, start_epoch, start_step)
+        return train_loader(items, labels, spec, start_epoch=start_epoch, start_step=start_step, decode=self.decode)
+
+    def eval_loader(self, part: tuple, spec: BatchSpec) -> DaliLoader:
+        """Every item of part = (items, labels) in spec's shard once per pass, in order."""
+        items, labels = part
+        return eval_loader(items, labels, spec, decode=self.decode)
 
 
 def open_dataset(kind: str, data_dir, image_size: int = 0, download: bool = True,
                  skip_bad_images: bool = False, loader: str = "dali", classes=None) -> Dataset:
-    """loader "torch" trains from pipeline.TensorLoader (same keywords; evaluation stays DALI's).
-    classes: a trained run's, to evaluate it: an image folder's training split is then never opened."""
-    if loader not in LOADERS:
-        raise UsageError(f"--loader {loader!r}: choose from {', '.join(LOADERS)}")
-    if kind == "imagefolder" and loader == "torch":
-        raise UsageError("--loader torch trains on CIFAR-10 only (its uint8 images resident on the device); "
-                         "image folders are decoded by DALI: use --loader dali")
+    """loader: the training loader (spec.LOADERS). classes: a trained run's, to evaluate it: an image
+    folder's training split is then never opened."""
+    check_loader(kind, loader)
     if kind == "imagefolder":
         f = open_folder(data_dir, image_size or None, skip_bad_images=skip_bad_images, classes=classes)
-        return Dataset((f.train_files, f.train_labels), (f.test_files, f.test_labels), f.classes,
-                       f.mean, f.std, f.image_size, partial(train_loader, decode=f.decode),
-                       partial(eval_loader, decode=f.decode), f.note, f.bad_files)
+        return Dataset((f.train_files, f.train_labels), (f.test_files, f.test_labels), f.classes, f.mean, f.std,
+                       f.image_size, loader, decode=f.decode, note=f.note, bad_files=f.bad_files)
     c = load_cifar10(data_dir, download)
-    return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes,
-                   c.mean, c.std, c.train_images.shape[1], TensorLoader if loader == "torch" else train_loader,
-                   eval_loader, checksum_note(data_dir, c.official))
+    return Dataset((c.train_images, c.train_labels), (c.test_images, c.test_labels), c.classes, c.mean, c.std,
+                   c.train_images.shape[1], loader, note=checksum_note(data_dir, c.official))
 
 
 _NOTED = set()  # CIFAR-10 folders whose checksum note this process has given

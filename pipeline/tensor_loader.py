@@ -21,33 +21,32 @@ import torch.nn.functional as F
 
 from common.device import resident
 
-from .spec import PAD, cutout_fill, cutout_side
+from .spec import PAD, BatchSpec, cutout_fill, cutout_side
 
 
 class TensorLoader:
     """Shuffled, augmented full batches of images (N x H x W x 3 uint8) and their int64 labels on
-    device_id (None: the CPU), for shard shard_id of num_shards; pass k over it is epoch start_epoch + k,
-    the first pass starting at batch start_step; len() is the number of full batches of a shard (the
-    rest waits for a later epoch's shuffle). Batches are fresh tensors: they stay valid however many
-    batches follow. The padded store is shared by every loader of the same images on the device."""
+    spec.device, for spec's shard; pass k over it is epoch start_epoch + k, the first pass starting at
+    batch start_step; len() is the number of full batches of a shard (the rest waits for a later
+    epoch's shuffle). Batches are fresh tensors: they stay valid however many batches follow. The
+    padded store is shared by every loader of the same images on the device."""
 
-    def __init__(self, images: np.ndarray, labels, *, mean, std, batch_size: int, seed: int,
-                 device_id=None, dtype=torch.float32, channels_last=True, shard_id=0, num_shards=1,
-                 start_epoch=0, start_step=0):
-        self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
-        self.batch_size, self.seed, self.epoch, self.start_step = batch_size, seed, start_epoch, start_step
-        self.dtype, self.channels_last = dtype, channels_last
+    def __init__(self, images: np.ndarray, labels, spec: BatchSpec, start_epoch=0, start_step=0):
+        self.device, self.batch_size, self.seed = spec.device, spec.batch_size, spec.seed
+        self.epoch, self.start_step = start_epoch, start_step
+        self.dtype, self.channels_last = spec.dtype or torch.float32, spec.channels_last
         self.count, self.size = len(images), images.shape[1]
-        self.per_shard = self.count // num_shards  # equal shards: every rank runs the same steps
-        self.shard = slice(shard_id * self.per_shard, (shard_id + 1) * self.per_shard)
+        self.per_shard = self.count // spec.num_shards  # equal shards: every rank runs the same steps
+        self.shard = slice(spec.shard_id * self.per_shard, (spec.shard_id + 1) * self.per_shard)
         self.cutout = cutout_side(self.size)  # 16 on 32 px images, as in the DALI pipeline
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
         self.windows = resident(images, self.device, _windows)
-        self.scale, self.shift = _tiled_normalisation(mean, std, self.size, channels_last, self.device)
+        self.scale, self.shift = _tiled_normalisation(spec.mean, spec.std, self.size, self.channels_last,
+                                                      self.device)
         # The fill colour along one row of pixels (H W C order), to match a row of the uint8 batch.
-        self.fill = torch.tensor(cutout_fill(mean), dtype=torch.uint8, device=self.device).repeat(self.size)
+        self.fill = torch.tensor(cutout_fill(spec.mean), dtype=torch.uint8, device=self.device).repeat(self.size)
         # The uint8 stages of a batch reuse their memory: on a CPU, fresh allocations cost ~8 % (page faults).
-        self.scratch = torch.empty((3, batch_size, self.size, 3 * self.size), dtype=torch.uint8,
+        self.scratch = torch.empty((3, self.batch_size, self.size, 3 * self.size), dtype=torch.uint8,
                                    device=self.device)
 
     def __len__(self):

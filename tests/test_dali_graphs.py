@@ -1,9 +1,9 @@
-"""Every GPU pipeline the project can make, checked on a CPU: built with its GPU operators but
-`device_id=None` (no GPU needed, none used), serialised (DALI then checks argument names, GPU data
-fed to CPU operators and GPU argument inputs), and each operator of the serialised graph looked up in
-DALI's registry for the device it runs on. So a GPU-only mistake fails the CPU suite instead of the
-first minutes on a GPU. Not checked here: dtype, layout and value rules (DALI checks those when it
-runs), and the DLPack handoff to torch (tests/test_gpu.py, on a GPU)."""
+"""Every GPU pipeline the project can make, checked on a CPU: built with its GPU operators but for a CPU
+BatchSpec, so `device_id=None` (no GPU needed, none used), serialised (DALI then checks argument
+names, GPU data fed to CPU operators and GPU argument inputs), and each operator of the serialised
+graph looked up in DALI's registry for the device it runs on. So a GPU-only mistake fails the CPU
+suite instead of the first minutes on a GPU. Not checked here: dtype, layout and value rules (DALI
+checks those when it runs), and the DLPack handoff to torch (tests/test_gpu.py, on a GPU)."""
 import itertools
 import types
 
@@ -13,9 +13,9 @@ import torch
 from nvidia.dali import backend, fn
 
 import pipeline.dali as dali
-from pipeline import MEAN, STD
+from pipeline import MEAN, STD, BatchSpec
 from pipeline.dali import Decode, EvalSource, TrainSource, eval_pipeline, train_pipeline
-from pipeline.loader import graph
+from pipeline.loader import pipeline_options
 
 SOURCES = {"cifar": None, "folder": Decode(32, resize=False), "folder-resize": Decode(32, resize=True)}
 VARIANTS = list(itertools.product(("train", "eval"), (torch.float16, torch.float32), (True, False), SOURCES))
@@ -96,17 +96,16 @@ def operators(pipe) -> list:
 
 # -------------------------------------------------------------------------- the project's graphs
 def build(kind: str, dtype=torch.float16, channels_last=True, source="cifar", gpu=True):
-    """The project's pipeline as the loaders make it (pipeline.loader.graph), with GPU operators, for no
-    device: the sources keep their items on the host and are never called."""
+    """The project's pipeline as the loaders make it (pipeline.loader.pipeline_options), with GPU
+    operators, for no device: the sources keep their items on the host and are never called."""
     decode, n = SOURCES[source], 64
     items = np.zeros((n, 32, 32, 3), np.uint8) if decode is None else np.array([f"{i}.jpg" for i in range(n)])
-    labels = np.arange(n)
+    labels, spec = np.arange(n), BatchSpec(MEAN, STD, 16, torch.device("cpu"), dtype, channels_last)
     if kind == "train":
-        src, pipeline_fn = TrainSource(items, labels, 16, 0, decode=decode), train_pipeline
+        src, pipeline_fn = TrainSource(items, labels, spec, decode=decode), train_pipeline
     else:
-        src, pipeline_fn = EvalSource(items, labels, 16, decode=decode), eval_pipeline
-    return graph(pipeline_fn, src, gpu=gpu, device_id=None, batch_size=16, seed=0, mean=MEAN, std=STD,
-                 dtype=dtype, channels_last=channels_last, decode=decode, num_threads=1)
+        src, pipeline_fn = EvalSource(items, labels, spec, decode=decode), eval_pipeline
+    return pipeline_fn(src, spec, **pipeline_options(spec, gpu=gpu, num_threads=1))
 
 
 def expected_operators(kind: str, source: str) -> list:

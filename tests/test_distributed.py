@@ -15,6 +15,7 @@ import pipeline
 from nets import checkpoint
 from pipeline.dali import TrainSource
 from tests.conftest import ROOT, SUBPROCESS_LIMIT
+from tests.test_pipeline import cpu_spec
 from training.step import logits_of
 
 
@@ -23,7 +24,7 @@ def test_train_shards_are_disjoint_equal_and_cover_the_set(n, world):
     labels = np.arange(n)
     images = np.zeros((n, 32, 32, 3), np.uint8)
     for epoch in (0, 1):
-        shards = [TrainSource(images, labels, 8, seed=0, shard_id=r, num_shards=world).draws(epoch)["index"]
+        shards = [TrainSource(images, labels, cpu_spec(8, shard_id=r, num_shards=world)).draws(epoch)["index"]
                   for r in range(world)]
         seen = np.concatenate(shards)
         assert len(set(seen)) == len(seen) == world * (n // world)  # disjoint, equal sizes
@@ -62,8 +63,8 @@ def test_torchrun_two_ranks(data_dir, two_ranks):
     model.load_state_dict(state["model"])
     d = pipeline.load_cifar10(data_dir)
     test = pipeline.test_subset(d.test_labels, 40)  # the 40 images --limit-test 40 takes
-    loader = pipeline.eval_loader(d.test_images[test], d.test_labels[test], mean=d.mean, std=d.std,
-                                  batch_size=16, channels_last=False)
+    loader = pipeline.eval_loader(d.test_images[test], d.test_labels[test],
+                                  cpu_spec(16, d.mean, d.std, channels_last=False))
     with torch.no_grad():  # as the run evaluated: with the mirror images (TTA)
         correct = sum(int((logits_of(model, x, state["config"]["tta"]).argmax(1) == y).sum()) for x, y in loader)
     assert correct / 40 == state["history"][-1]["test_acc"]

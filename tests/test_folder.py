@@ -1,11 +1,12 @@
 """Image folders decoded by DALI (CPU backend): checks before training, eval coverage, training
 determinism, resizing, and the augmentation draws; on real CIFAR-10 JPEGs where the archive is present."""
+import dataclasses
 import json
 import os
 import re
 import shutil
 import tarfile
-from functools import partial
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from pipeline import DataError, eval_loader, open_dataset, open_folder, train_lo
 from pipeline import folder as folder_module
 from pipeline.dali import PAD
 from tests.conftest import ARCHIVE, CLASSES, need_archive
-from tests.test_pipeline import crop_flip_cutout, images_of, raw_with_cutout
+from tests.test_pipeline import cpu_spec, crop_flip_cutout, images_of, raw_with_cutout
 
 PER_CLASS = {"train": 20, "test": 10}
 
@@ -71,21 +72,32 @@ def test_scan_classes_and_statistics(jpegs, tmp_path):
                                atol=1e-5, rtol=0)
 
 
-def test_statistics_are_cached_until_a_file_changes(jpegs, tmp_path, monkeypatch):
+@contextmanager
+def zeroed_unseen(path: Path):
+    """The file's bytes zeroed meanwhile, its size and mtime kept: the cache's key cannot see the change
+    and no decoder reads zeros, so an open that succeeds meanwhile took the file's facts from the cache."""
+    original, stat = path.read_bytes(), path.stat()
+    try:
+        path.write_bytes(bytes(len(original)))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        yield
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_statistics_are_cached_until_a_file_changes(jpegs, tmp_path):
     root = copy_of(jpegs, tmp_path / "data")
     first = open_(root, tmp_path)
-    calls = []
-    inspect = folder_module._inspect
-    monkeypatch.setattr(folder_module, "_inspect", lambda *a: calls.append(1) or inspect(*a))
-    again = open_(root, tmp_path)
-    assert (again.mean, again.std, again.image_size) == (first.mean, first.std, first.image_size)
-    assert not calls  # a cache hit: nothing decoded
-    assert sorted(root.iterdir()) == [root / "test", root / "train"]  # nothing written beside the images
     victim = root / "train" / CLASSES[0] / "0000.jpg"
+    with zeroed_unseen(victim):
+        again = open_(root, tmp_path)  # a cache hit: nothing decoded, or the zeros would be refused
+    assert (again.mean, again.std, again.image_size) == (first.mean, first.std, first.image_size)
+    assert sorted(root.iterdir()) == [root / "test", root / "train"]  # nothing written beside the images
     victim.write_bytes((root / "train" / CLASSES[1] / "0000.jpg").read_bytes())
     os.utime(victim, ns=(1, 1))
     changed = open_(root, tmp_path)
-    assert calls == [1] and changed.mean != first.mean
+    assert changed.mean != first.mean  # measured again
 
 
 @pytest.mark.parametrize("num_shards", [1, 3])
@@ -94,8 +106,8 @@ def test_eval_covers_every_test_file_once(jpegs, tmp_path, num_shards):
     index = np.arange(len(data.test_files))  # label = file index, so coverage and order are visible
     seen, pixels = [], []
     for shard in range(num_shards):
-        loader = eval_loader(data.test_files, index, decode=data.decode, mean=data.mean, std=data.std,
-                                    batch_size=16, shard_id=shard, num_shards=num_shards)
+        spec = cpu_spec(16, data.mean, data.std, shard_id=shard, num_shards=num_shards)
+        loader = eval_loader(data.test_files, index, spec, decode=data.decode)
         for _ in range(2):  # a second pass reads the same shard again
             x, y, sizes = images_of(loader)
             assert len(sizes) == len(loader) and all(s == 16 for s in sizes[:-1])
@@ -110,9 +122,9 @@ def test_eval_covers_every_test_file_once(jpegs, tmp_path, num_shards):
 
 def epoch_of(data, epoch=0, seed=0, start_step=0, shard_id=0, num_shards=1, batch_size=32):
     index = np.arange(len(data.train_files))
-    loader = train_loader(data.train_files, index, decode=data.decode, mean=data.mean, std=data.std,
-                                 batch_size=batch_size, seed=seed, start_epoch=epoch,
-                                 start_step=start_step, shard_id=shard_id, num_shards=num_shards)
+    spec = cpu_spec(batch_size, data.mean, data.std, seed=seed, shard_id=shard_id, num_shards=num_shards)
+    loader = train_loader(data.train_files, index, spec, start_epoch=epoch, start_step=start_step,
+                          decode=data.decode)
     return loader, images_of(loader)
 
 
@@ -166,8 +178,8 @@ def test_every_image_format_and_file_name_is_read(tmp_path):
     assert sorted(os.path.basename(f) for f in data.train_files) == sorted(images)
     assert data.note == ("skipped 4 files that are not images: train/a/README.txt, train/a/Thumbs.db, "
                          "train/a/desktop.ini and 1 more")
-    kw = dict(mean=(0, 0, 0), std=(1, 1, 1), batch_size=64, channels_last=False)
-    x, _, _ = images_of(eval_loader(data.train_files, data.train_labels, decode=data.decode, **kw))
+    spec = cpu_spec(64, (0, 0, 0), (1, 1, 1), channels_last=False)
+    x, _, _ = images_of(eval_loader(data.train_files, data.train_labels, spec, decode=data.decode))
     for f, got in zip(data.train_files, (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)):
         image = Image.open(f)  # PIL's decode (libjpeg-turbo too), but 16 bits are rounded as DALI does
         want = (np.round(np.asarray(image) / 257)[..., None].repeat(3, -1) if image.mode == "I;16"
@@ -190,12 +202,12 @@ def test_other_sizes_are_resized(tmp_path):
     red, blue = torch.tensor(colours["red"]), torch.tensor(colours["blue"])
     torch.testing.assert_close(torch.tensor(data.mean), (4 * red + 3 * blue).float() / 7 / 255,
                                atol=1e-6, rtol=0)  # flat colours: resizing keeps them exactly
-    kw = dict(mean=(0, 0, 0), std=(1, 1, 1), batch_size=4)
-    x, y, _ = images_of(eval_loader(data.test_files, data.test_labels, decode=data.decode, **kw))
+    spec = cpu_spec(4, (0, 0, 0), (1, 1, 1))
+    x, y, _ = images_of(eval_loader(data.test_files, data.test_labels, spec, decode=data.decode))
     assert x.shape == (6, 3, 32, 32)
     expected = torch.tensor([colours[data.classes[i]] for i in y.tolist()]) / 255
     torch.testing.assert_close(x, expected[:, :, None, None].expand_as(x), atol=1e-6, rtol=0)
-    x, _, _ = images_of(train_loader(data.train_files, data.train_labels, seed=0, decode=data.decode, **kw))
+    x, _, _ = images_of(train_loader(data.train_files, data.train_labels, spec, decode=data.decode))
     assert x.shape == (4, 3, 32, 32)
 
 
@@ -211,9 +223,8 @@ def position_folder(tmp_path, size):
 
 def augmented(data, n, seed=0, epoch=0, shard_id=0, num_shards=1):
     """n augmented copies of data's one image: raw R, G per output pixel, -1 where cut out."""
-    loader = train_loader([data.train_files[0]] * n, np.arange(n), decode=data.decode, mean=data.mean,
-                                 std=data.std, batch_size=128, seed=seed, start_epoch=epoch,
-                                 shard_id=shard_id, num_shards=num_shards)
+    spec = cpu_spec(128, data.mean, data.std, seed=seed, shard_id=shard_id, num_shards=num_shards)
+    loader = train_loader([data.train_files[0]] * n, np.arange(n), spec, start_epoch=epoch, decode=data.decode)
     x, _, _ = images_of(loader)
     return raw_with_cutout(x, data.mean, data.std)
 
@@ -275,13 +286,6 @@ def break_some(root):
     return [str(root / name) for name in victims]
 
 
-def count_pipelines(monkeypatch) -> list:
-    """Every inspection pipeline built from now on (one entry each)."""
-    built, make = [], folder_module._pipeline
-    monkeypatch.setattr(folder_module, "_pipeline", lambda *a: built.append(a[0]) or make(*a))
-    return built
-
-
 def test_every_broken_file_is_reported_at_once_and_remembered(tmp_path, monkeypatch):
     # Small batches: the broken files fall in several batches, some two to a batch.
     monkeypatch.setattr(folder_module, "HEADER_BATCH", 4)
@@ -300,11 +304,10 @@ def test_every_broken_file_is_reported_at_once_and_remembered(tmp_path, monkeypa
     assert Path(found[1]).parent == tmp_path / "xdg" / "cifar-dali" / "folders"  # never the image folder
     assert Path(found[1]).read_text().splitlines() == bad and sorted(root.rglob("*")) == listing
     # What the inspection found is cached: neither the error again nor the run without them decodes.
-    built = count_pipelines(monkeypatch)
-    with pytest.raises(DataError, match="^5 files cannot"):
-        open_dataset("imagefolder", root)
-    data = open_dataset("imagefolder", root, skip_bad_images=True)
-    assert not built
+    with zeroed_unseen(root / "train" / "b" / "0.jpg"):
+        with pytest.raises(DataError, match="^5 files cannot"):
+            open_dataset("imagefolder", root)
+        data = open_dataset("imagefolder", root, skip_bad_images=True)
     (train_files, _), (test_files, _) = data.train, data.test
     assert data.bad_files == tuple(bad) and not set(bad) & (set(train_files) | set(test_files))
     assert (len(train_files), len(test_files)) == (12 - 4, 4 - 1)
@@ -433,11 +436,12 @@ def test_gpu_decodes_and_resizes_the_same_files_as_the_cpu(tmp_path):
                 write_png(root / split / cls / f"{i}{ext}", smooth(100 * y + i, size))
     data = open_(root, tmp_path, image_size=32)
     assert data.resize
-    kw = dict(mean=(0, 0, 0), std=(1, 1, 1), batch_size=8, channels_last=False)
-    for make, items in ((eval_loader, data.test_files), (partial(train_loader, seed=3), data.train_files)):
+    cpu = cpu_spec(8, (0, 0, 0), (1, 1, 1), channels_last=False, seed=3)
+    gpu = dataclasses.replace(cpu, device=torch.device("cuda", 0))
+    for make, items in ((eval_loader, data.test_files), (train_loader, data.train_files)):
         labels = np.arange(len(items))
-        x_cpu, y_cpu, _ = images_of(make(items, labels, decode=data.decode, **kw))
-        x_gpu, y_gpu, _ = images_of(make(items, labels, decode=data.decode, device_id=0, **kw))
+        x_cpu, y_cpu, _ = images_of(make(items, labels, cpu, decode=data.decode))
+        x_gpu, y_gpu, _ = images_of(make(items, labels, gpu, decode=data.decode))
         assert x_gpu.device.type == "cuda" and torch.equal(y_gpu.cpu(), y_cpu)
         diff = (x_gpu.cpu() - x_cpu).abs() * 255
         assert diff.max() <= 8 and diff.mean() <= 1, (diff.max(), diff.mean())

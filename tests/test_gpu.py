@@ -8,6 +8,7 @@ stays valid while later batches are produced, and common.device.compile_problem 
 torch.compile would lack. tests/test_dali_graphs.py checks every GPU pipeline's graph on the CPU.
 """
 import csv
+import dataclasses
 import importlib.metadata
 import math
 import os
@@ -21,11 +22,12 @@ import pytest
 import torch
 
 from common.device import compile_problem
-from pipeline import MEAN, STD, TensorLoader, eval_loader, train_loader
+from pipeline import MEAN, STD, BatchSpec, TensorLoader, eval_loader, train_loader
 from tests.conftest import ROOT, write_cifar
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
 
+GPU0, CPU = torch.device("cuda", 0), torch.device("cpu")
 MEAN_T = torch.tensor(MEAN).view(1, 3, 1, 1)
 STD_T = torch.tensor(STD).view(1, 3, 1, 1)
 
@@ -84,10 +86,11 @@ def batches_of(loader):
 @needs_cuda
 def test_gpu_and_cpu_training_pipelines_draw_the_same_augmentation():
     images, labels = random_set(300)
-    kw = dict(mean=MEAN, std=STD, batch_size=64, seed=7)
+    gpu = BatchSpec(MEAN, STD, 64, GPU0, torch.float16, seed=7)
+    cpu = dataclasses.replace(gpu, device=CPU, dtype=torch.float32)
     for epoch in range(2):  # the draws change with the epoch, on both backends alike
-        gpu_loader = train_loader(images, labels, device_id=0, dtype=torch.float16, start_epoch=epoch, **kw)
-        cpu_loader = train_loader(images, labels, device_id=None, dtype=torch.float32, start_epoch=epoch, **kw)
+        gpu_loader = train_loader(images, labels, gpu, start_epoch=epoch)
+        cpu_loader = train_loader(images, labels, cpu, start_epoch=epoch)
         on_gpu, on_cpu = batches_of(gpu_loader), batches_of(cpu_loader)
         assert len(on_gpu) == len(on_cpu) == 300 // 64
         for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu):
@@ -103,8 +106,7 @@ def test_gpu_and_cpu_training_pipelines_draw_the_same_augmentation():
 @pytest.mark.parametrize("n, batch", [(1000, 128), (257, 64), (63, 64)])
 def test_gpu_eval_pipeline_covers_each_image_once(n, batch):
     images, labels = random_set(n)
-    loader = eval_loader(images, labels, mean=MEAN, std=STD, batch_size=batch, device_id=0,
-                         dtype=torch.float16)
+    loader = eval_loader(images, labels, BatchSpec(MEAN, STD, batch, GPU0, torch.float16))
     for _ in range(2):  # and again on the next pass
         got = batches_of(loader)
         assert [len(y) for _, y in got] == [batch] * (n // batch) + ([n % batch] if n % batch else [])
@@ -118,8 +120,7 @@ def test_gpu_eval_pipeline_covers_each_image_once(n, batch):
 @pytest.mark.parametrize("kind", ["train", "eval"])
 def test_gpu_outputs_are_fp16_channels_last_on_the_device(kind):
     images, labels = random_set(256)
-    kw = dict(mean=MEAN, std=STD, batch_size=64, device_id=0, dtype=torch.float16)
-    loader = loader_of(kind, images, labels, **kw)
+    loader = loader_of(kind, images, labels, BatchSpec(MEAN, STD, 64, GPU0, torch.float16))
     x, y = next(iter(loader))
     assert x.device == torch.device("cuda", 0) and y.device == torch.device("cuda", 0)
     assert x.dtype == torch.float16 and y.dtype == torch.int64
@@ -127,8 +128,8 @@ def test_gpu_outputs_are_fp16_channels_last_on_the_device(kind):
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
-def loader_of(kind: str, images, labels, **kw):
-    return train_loader(images, labels, seed=0, **kw) if kind == "train" else eval_loader(images, labels, **kw)
+def loader_of(kind: str, images, labels, spec: BatchSpec):
+    return (train_loader if kind == "train" else eval_loader)(images, labels, spec)
 
 
 def kept_batch_stays_valid(loader, later=6):
@@ -146,8 +147,7 @@ def kept_batch_stays_valid(loader, later=6):
 @pytest.mark.parametrize("kind", ["train", "eval"])
 def test_cpu_batches_stay_valid_while_later_ones_are_produced(kind):
     images, labels = random_set(512)
-    kw = dict(mean=MEAN, std=STD, batch_size=32)
-    loader = loader_of(kind, images, labels, **kw)
+    loader = loader_of(kind, images, labels, BatchSpec(MEAN, STD, 32, CPU))
     kept_batch_stays_valid(loader)
 
 
@@ -168,8 +168,7 @@ def test_validity_check_can_fail():
 @pytest.mark.parametrize("kind", ["train", "eval"])
 def test_gpu_batches_stay_valid_while_later_ones_are_produced(kind):
     images, labels = random_set(512)
-    kw = dict(mean=MEAN, std=STD, batch_size=32, device_id=0, dtype=torch.float16)
-    loader = loader_of(kind, images, labels, **kw)
+    loader = loader_of(kind, images, labels, BatchSpec(MEAN, STD, 32, GPU0, torch.float16))
     kept_batch_stays_valid(loader)
 
 
@@ -179,11 +178,10 @@ def test_loaders_of_one_array_share_one_copy_on_the_gpu():
     """Train, eval and a batch-ramp rebuild of the same images: one resident copy (torch's allocator
     holds it; DALI's own buffers are not counted), freed when the loaders go."""
     images, labels = random_set(4096)  # 12.6 MB
-    kw = dict(mean=MEAN, std=STD, device_id=0, dtype=torch.float16)
+    spec = BatchSpec(MEAN, STD, 64, GPU0, torch.float16)
     before = torch.cuda.memory_allocated(0)
-    loaders = [train_loader(images, labels, batch_size=64, seed=0, **kw),
-               eval_loader(images, labels, batch_size=64, **kw),
-               train_loader(images, labels, batch_size=128, seed=0, start_epoch=1, **kw)]
+    loaders = [train_loader(images, labels, spec), eval_loader(images, labels, spec),
+               train_loader(images, labels, dataclasses.replace(spec, batch_size=128), start_epoch=1)]
     grown = torch.cuda.memory_allocated(0) - before
     assert images.nbytes <= grown < 1.5 * images.nbytes, (grown, images.nbytes)
     for loader in loaders:
@@ -196,16 +194,16 @@ def test_loaders_of_one_array_share_one_copy_on_the_gpu():
 @needs_cuda
 def test_torch_ops_loader_on_the_gpu_resumes_exactly():
     images, labels = random_set(1024)
-    kw = dict(mean=MEAN, std=STD, batch_size=128, seed=3, device_id=0, dtype=torch.float16)
-    full = batches_of(TensorLoader(images, labels, start_epoch=2, **kw))
-    tail = batches_of(TensorLoader(images, labels, start_epoch=2, start_step=5, **kw))
+    spec = BatchSpec(MEAN, STD, 128, GPU0, torch.float16, seed=3)
+    full = batches_of(TensorLoader(images, labels, spec, start_epoch=2))
+    tail = batches_of(TensorLoader(images, labels, spec, start_epoch=2, start_step=5))
     x, y = full[0]
     assert x.device == y.device == torch.device("cuda", 0) and x.dtype == torch.float16 and y.dtype == torch.int64
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert len(full) == 8 and len(tail) == 3
     assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(tail, full[5:]))
-    halves = [batches_of(TensorLoader(images, labels, start_epoch=2, shard_id=rank, num_shards=2, **kw))
-              for rank in (0, 1)]
+    halves = [batches_of(TensorLoader(images, labels, dataclasses.replace(spec, shard_id=rank, num_shards=2),
+                                      start_epoch=2)) for rank in (0, 1)]
     seen = torch.cat([y for half in halves for _, y in half]).tolist()
     assert sorted(seen) == list(range(1024))  # disjoint shards covering the set
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import MEAN, STD, DataError, eval_loader, load_cifar10, open_dataset, train_loader
+from pipeline import MEAN, STD, BatchSpec, DataError, eval_loader, load_cifar10, open_dataset, train_loader
 from pipeline.dali import CUTOUT, PAD, cutout_fill
 from pipeline.cifar import STORE_NAME
 from tests.conftest import CLASSES, fails, write_cifar
@@ -55,6 +55,11 @@ def test_a_copy_off_the_published_checksums_is_noted_once_per_process(cifar_dir,
     assert "does not match" in open_dataset("cifar10", other).note and open_dataset("cifar10", other).note == ""
 
 
+def cpu_spec(batch_size: int, mean=MEAN, std=STD, **kw) -> BatchSpec:
+    """Batches for DALI's CPU backend (float32, channels-last unless kw says otherwise)."""
+    return BatchSpec(mean, std, batch_size, torch.device("cpu"), **kw)
+
+
 def images_of(loader):
     out = [(x.float().clone(), y.clone()) for x, y in loader]
     return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out]), [len(y) for _, y in out]
@@ -64,7 +69,7 @@ def test_eval_pass_covers_each_image_once_in_order():
     n, batch = 1000, 128
     images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(n, dtype=np.int64)  # label = index, so the order is visible
-    loader = eval_loader(images, labels, mean=MEAN, std=STD, batch_size=batch)
+    loader = eval_loader(images, labels, cpu_spec(batch))
     assert len(loader) == 8
     for _ in range(2):  # restartable: the second pass is the same
         x, y, sizes = images_of(loader)
@@ -82,8 +87,7 @@ def test_eval_shards_partition_the_set():
     images = np.zeros((n, 32, 32, 3), np.uint8)
     seen = []
     for shard in range(3):
-        loader = eval_loader(images, labels, mean=MEAN, std=STD, batch_size=64, shard_id=shard,
-                             num_shards=3)
+        loader = eval_loader(images, labels, cpu_spec(64, shard_id=shard, num_shards=3))
         seen += images_of(loader)[1].tolist()
     assert sorted(seen) == list(range(n))
 
@@ -99,8 +103,8 @@ def augmented(seed=1, n=512, batch=128, epoch=0):
     """Position images augmented by the training pipeline; returns raw R, G per output pixel (0 where
     padded, -1 where cut out)."""
     images = position_images(n)
-    loader = train_loader(images, np.arange(n, dtype=np.int64), mean=MEAN, std=STD,
-                          batch_size=batch, seed=seed, channels_last=False, start_epoch=epoch)
+    loader = train_loader(images, np.arange(n, dtype=np.int64), cpu_spec(batch, seed=seed, channels_last=False),
+                          start_epoch=epoch)
     x, y, _ = images_of(loader)
     return raw_with_cutout(x, MEAN, STD), y
 
@@ -241,38 +245,45 @@ def test_broken_batch_through_train_py_exits_2_without_traceback(cifar_dir, tmp_
 
 def test_dali_device_id_of_every_torch_device():
     """The one mapping from a torch device to DALI's device_id: a bare "cuda" is GPU 0, not the CPU."""
-    from common.device import dali_id
-    assert dali_id(torch.device("cpu")) is None
-    assert dali_id(torch.device("cuda")) == 0
-    assert dali_id(torch.device("cuda", 3)) == 3
+    def device_id(device):
+        return BatchSpec(MEAN, STD, 8, torch.device(device)).dali_device_id
+    assert device_id("cpu") is None
+    assert device_id("cuda") == 0
+    assert device_id("cuda:3") == 3
 
 
 def test_loaders_share_one_resident_copy_and_upload_an_epochs_order_once(monkeypatch):
     """On a GPU (here the CPU stands in for it): the train, test and validation sources and a rebuilt
     train source (batch ramp) of one array hold one device copy, freed with the last of them; each
     epoch's order goes to the device once and every batch is gathered there by a slice of it."""
+    import dataclasses
     import gc
     import types
     import weakref
+    from common.device import resident
     from pipeline import dali
-    monkeypatch.setattr(dali, "cuda_device", lambda device_id: torch.device("cpu"))
-    uploads = []
-    where = dali._where_items_are
-    monkeypatch.setattr(dali, "_where_items_are", lambda index, items: uploads.append(len(index)) or where(index, items))
+    devices = []
+    monkeypatch.setattr(dali, "resident", lambda array, device: devices.append(device) or resident(array, "cpu"))
     images = np.random.default_rng(0).integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(200)
-    train = dali.TrainSource(images, labels, 32, seed=0, device_id=0)
-    ramped = dali.TrainSource(images, labels, 64, seed=0, device_id=0, start_epoch=2)
-    test = dali.EvalSource(images, labels, 32, device_id=0)
+    gpu = BatchSpec(MEAN, STD, 32, torch.device("cuda", 1))
+    train = dali.TrainSource(images, labels, gpu)
+    ramped = dali.TrainSource(images, labels, dataclasses.replace(gpu, batch_size=64), start_epoch=2)
+    test = dali.EvalSource(images, labels, gpu)
+    assert devices == [torch.device("cuda", 1)] * 3  # DALI's GPU
     assert isinstance(train.items, torch.Tensor) and train.items is ramped.items is test.items
-    assert dali.TrainSource(images.copy(), labels, 32, seed=0, device_id=0).items is not train.items
-    assert uploads == [200]  # the eval order, once
+    assert dali.TrainSource(images.copy(), labels, gpu).items is not train.items
+    assert isinstance(test.rows, torch.Tensor)  # the eval order, uploaded once
     info = lambda step, epoch=0: types.SimpleNamespace(iteration=step, epoch_idx=epoch)  # noqa: E731
+    rows = train.draws(0)["rows"]
+    assert isinstance(rows, torch.Tensor)
     for step in range(6):
         index = train.param_batch(info(step))[0]  # labels = indices
         assert torch.equal(train.image_batch(info(step)), torch.from_numpy(images[index]))
+        assert train.draws(0)["rows"] is rows  # one upload per epoch, not one per batch
     train.image_batch(info(0, epoch=1))
-    assert uploads == [200, 200, 200]  # then one per epoch, not one per batch
+    later = train.draws(1)  # the next epoch's order, uploaded once
+    assert later["rows"] is not rows and torch.equal(later["rows"], torch.from_numpy(later["index"]))
     copy = weakref.ref(train.items)
     del train, ramped, test
     gc.collect()

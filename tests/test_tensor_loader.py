@@ -15,11 +15,11 @@ from pipeline import MEAN, STD
 from pipeline.spec import PAD, cutout_fill
 from pipeline.tensor_loader import TensorLoader
 from tests.conftest import ROOT
-from tests.test_pipeline import assert_augmentation, images_of, position_images, raw_with_cutout
+from tests.test_pipeline import assert_augmentation, cpu_spec, images_of, position_images, raw_with_cutout
 
 
-def loader(images, seed=1, batch=256, **kw):
-    return TensorLoader(images, np.arange(len(images)), mean=MEAN, std=STD, batch_size=batch, seed=seed, **kw)
+def loader(images, seed=1, batch=256, start_epoch=0, start_step=0, **kw):
+    return TensorLoader(images, np.arange(len(images)), cpu_spec(batch, seed=seed, **kw), start_epoch, start_step)
 
 
 def test_augmentation_is_dalis_crop_flip_cutout_with_its_distributions():
@@ -72,10 +72,12 @@ def test_needs_no_dali():
             "sys.modules['pipeline'] = package = types.ModuleType('pipeline')\n"
             "package.__path__ = ['pipeline']\n"
             "import numpy as np\n"
+            "import torch\n"
+            "from pipeline.spec import BatchSpec\n"
             "from pipeline.tensor_loader import TensorLoader\n"
             "images = np.zeros((64, 32, 32, 3), np.uint8)\n"
-            "x, y = next(iter(TensorLoader(images, np.arange(64), mean=(0.5,) * 3, std=(0.25,) * 3, "
-            "batch_size=32, seed=0)))\n"
+            "spec = BatchSpec((0.5,) * 3, (0.25,) * 3, 32, torch.device('cpu'))\n"
+            "x, y = next(iter(TensorLoader(images, np.arange(64), spec)))\n"
             "assert x.shape == (32, 3, 32, 32)\n"
             "assert not [m for m in sys.modules if m.startswith('nvidia.dali') and sys.modules[m]]")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -113,15 +115,13 @@ def test_shards_take_disjoint_equal_slices_of_one_permutation():
     assert seen == [whole[i * 333:(i + 1) * 333] for i in range(shards)]  # slices of one permutation
 
 
-def test_open_dataset_trains_from_it_with_the_dali_loaders_keywords(cifar_dir):
+def test_open_dataset_trains_from_it_with_the_dali_loaders_spec(cifar_dir):
     data = pipeline.open_dataset("cifar10", cifar_dir, download=False, loader="torch")
-    (items, labels), options = data.train, dict(mean=data.mean, std=data.std, batch_size=100, seed=0,
-                                                 device_id=None, dtype=torch.float32, channels_last=True,
-                                                 shard_id=1, num_shards=2, start_epoch=3, start_step=1)
-    run = data.train_loader(items, labels, **options)
+    spec = cpu_spec(100, mean=data.mean, std=data.std, shard_id=1, num_shards=2)
+    run = data.train_loader(data.train, spec, start_epoch=3, start_step=1)
     assert isinstance(run, TensorLoader) and run.batch_size == 100 and len(run) == 250 // 100
     batches = list(run)
     assert len(batches) == 1 and batches[0][0].shape == (100, 3, 32, 32) and batches[0][1].dtype == torch.int64
-    assert data.eval_loader is pipeline.eval_loader  # evaluation stays DALI's
+    assert isinstance(data.eval_loader(data.test, spec), pipeline.DaliLoader)  # evaluation stays DALI's
     with pytest.raises(UsageError, match="--loader torch trains on CIFAR-10 only .*: use --loader dali"):
         pipeline.open_dataset("imagefolder", cifar_dir, loader="torch")

@@ -1,7 +1,6 @@
 """train.py and the training package: config, optimizers, schedules, the recipe's options, the LR range
 test, runs from the command line and from Python, divergence, and user mistakes (resuming: test_resume.py)."""
 import csv
-import dataclasses
 import re
 import subprocess
 import sys
@@ -371,17 +370,13 @@ def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_met
 
 def test_a_run_builds_its_evaluation_loaders_once_not_every_epoch(data_dir, tmp_path, monkeypatch):
     """On a GPU each is a DALI pipeline and an upload of its images: built once, used by every epoch."""
-    built, open_dataset = [], pipeline.open_dataset
+    built, eval_loader = [], pipeline.Dataset.eval_loader
 
-    def counting(*args, **kwargs):
-        data = open_dataset(*args, **kwargs)
+    def counting(data, part, spec):
+        built.append(len(part[1]))
+        return eval_loader(data, part, spec)
 
-        def eval_loader(items, labels, **options):
-            built.append(len(labels))
-            return data.eval_loader(items, labels, **options)
-        return dataclasses.replace(data, eval_loader=eval_loader)
-
-    monkeypatch.setattr(pipeline, "open_dataset", counting)
+    monkeypatch.setattr(pipeline.Dataset, "eval_loader", counting)
     result = fit(Config(data_dir=str(data_dir), out=str(tmp_path / "run"), epochs=3, val_split=0.5, device="cpu",
                         precision="fp32", batch_size=16, limit_train=32, limit_test=16, ema=0, tta=False))
     assert [(r["test_count"], r["val_count"]) for r in result.history] == [(16, 16)] * 3

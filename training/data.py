@@ -22,22 +22,22 @@ class Setup:
     parts: dict               # "train", "test" (and "val"): (items, labels)
     precision: Precision
 
-    def loader_options(self) -> dict:
-        """What every loader of the run shares: normalisation, device, dtype, layout, shard."""
-        return dict(mean=self.data.mean, std=self.data.std, device_id=devices.dali_id(self.process.device),
-                    dtype=self.precision.loader_dtype, channels_last=self.cfg.channels_last,
-                    shard_id=self.process.rank, num_shards=self.process.world)
+    def spec(self, batch_size: int, seed=None) -> pipeline.BatchSpec:
+        """What every loader of the run shares (normalisation, device, dtype, layout, shard), at
+        batch_size; seed None: the run's."""
+        return pipeline.BatchSpec(
+            mean=self.data.mean, std=self.data.std, batch_size=batch_size, device=self.process.device,
+            dtype=self.precision.loader_dtype, channels_last=self.cfg.channels_last,
+            seed=self.cfg.seed if seed is None else seed, shard_id=self.process.rank, num_shards=self.process.world)
 
     def train_loader(self, batch_size: int, start_epoch=0, start_step=0, seed=None):
         """Shuffled, augmented batches from (start_epoch, start_step); seed None: the run's."""
-        return self.data.train_loader(*self.parts["train"], batch_size=batch_size,
-                                      seed=self.cfg.seed if seed is None else seed, start_epoch=start_epoch,
-                                      start_step=start_step, **self.loader_options())
+        return self.data.train_loader(self.parts["train"], self.spec(batch_size, seed), start_epoch, start_step)
 
     def eval_loaders(self) -> dict:
         """One per held-out part ("test", "val"): every image of this shard exactly once per pass."""
-        return {k: self.data.eval_loader(*self.parts[k], batch_size=self.cfg.batch_size, **self.loader_options())
-                for k in self.parts if k != "train"}
+        spec = self.spec(self.cfg.batch_size)
+        return {k: self.data.eval_loader(self.parts[k], spec) for k in self.parts if k != "train"}
 
 
 def prepare(cfg: Config, process: Process) -> Setup:
