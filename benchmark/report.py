@@ -4,12 +4,12 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 
 import torch
 import torchvision
 
+import pipeline
 from common import cli
 from common.files import write_text
 from common.tables import markdown
@@ -34,7 +34,7 @@ def describe_device(device) -> dict:
 def versions() -> dict:
     return dict(python=platform.python_version(), torch=torch.__version__,
                 torchvision=torchvision.__version__,
-                dali=sys.modules["nvidia.dali"].__version__)  # imported by pipeline, its only importer
+                dali=pipeline.DALI_VERSION)
 
 
 def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:

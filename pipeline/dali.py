@@ -15,12 +15,14 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import nvidia.dali
 from nvidia.dali import fn, pipeline_def, types
 
 from common.device import resident
 
 from .spec import CUTOUT, PAD, BatchSpec, cutout_fill, cutout_side
 
+DALI_VERSION = nvidia.dali.__version__  # for reports: this package is DALI's only importer
 DALI_DTYPE = {torch.float16: types.FLOAT16, torch.float32: types.FLOAT, None: types.FLOAT}  # None: float32
 
 

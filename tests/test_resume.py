@@ -47,8 +47,8 @@ def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_l
     train.main(["--resume", str(trained_copy / "last.pt")])
     said = capsys.readouterr().out
     assert said.startswith(f"{trained_copy} already finished its 3 epochs: done: final test acc ")
-    assert said.rstrip().endswith("its OneCycle schedule has ended: start a new run with more --epochs to "
-                                  "train longer") and digest(trained_copy / "last.pt") == before
+    assert said.rstrip().endswith("its OneCycle schedule has ended: start a new run with more --epochs and "
+                                  "another --out to train longer") and digest(trained_copy / "last.pt") == before
     out = tmp_path / "run"
     first = fit(Config(data_dir=str(data_dir), out=str(out), epochs=1, scheduler="none", device="cpu",
                        precision="fp32", batch_size=32, limit_train=80, val_split=0.2, keep_best=False,
