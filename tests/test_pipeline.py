@@ -44,7 +44,7 @@ def test_store_equals_pickles_and_is_reused(cifar_dir):
 def test_a_copy_off_the_published_checksums_is_noted_once_per_process(cifar_dir, tmp_path, capsys):
     """A notebook's find_lr then fit (two runs' set-ups in one process) print the note once, not twice."""
     from training import Config
-    from training.data import prepare
+    from training.setup import prepare
     from training.distributed import Process
     cpu = Process(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
     for _ in range(2):

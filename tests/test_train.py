@@ -19,7 +19,7 @@ from nets import checkpoint
 from tests.conftest import ROOT, digest, fails, run_script, same_history, same_weights
 from training import Config, config, find_lr, fit, loop, lr_finder, runlog
 from training.build import build_optimizer, build_scheduler, parameter_groups
-from training.data import split
+from training.setup import split
 from training.ema import EMA
 from training.guard import nonfinite
 from training.step import GradientNoise, logits_of, train_step
@@ -35,15 +35,15 @@ def weights(path):
 
 # ------------------------------------------------------------------------------------------ config
 def test_lr_follows_the_batch_unless_given_and_precision_follows_the_cpu(monkeypatch):
-    assert config.build({"batch_size": 128}).lr == pytest.approx(0.2 * 128 / 512)
-    assert config.build({"batch_size": 128, "optimizer": "adamw"}).lr == pytest.approx(2e-3 / 4)
-    assert config.build({"batch_size": 128, "lr": 0.3}).lr == 0.3
+    assert config.resolved({"batch_size": 128}).lr == pytest.approx(0.2 * 128 / 512)
+    assert config.resolved({"batch_size": 128, "optimizer": "adamw"}).lr == pytest.approx(2e-3 / 4)
+    assert config.resolved({"batch_size": 128, "lr": 0.3}).lr == 0.3
     monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun: the global batch is 4 x 128
-    assert config.build({"batch_size": 128}).lr == pytest.approx(0.2)
+    assert config.resolved({"batch_size": 128}).lr == pytest.approx(0.2)
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(config.devices, "cpu_has_native_bf16", lambda: native)
-        assert config.build({"device": "cpu"}).precision == expected
-        assert config.build({"device": "cpu", "precision": "fp16"}).precision == "fp16"
+        assert config.resolved({"device": "cpu"}).precision == expected
+        assert config.resolved({"device": "cpu", "precision": "fp16"}).precision == "fp16"
 
 
 def test_a_config_built_in_python_is_checked_like_the_command_line_and_then_frozen():
@@ -83,7 +83,7 @@ def fp32_step_parts():
 
 @pytest.mark.parametrize("optimizer", config.OPTIMIZERS)
 def test_every_optimizer_trains_and_changes_weights(optimizer):
-    cfg = config.build({"optimizer": optimizer, "momentum": 0.0 if optimizer == "sgd" else 0.9,
+    cfg = config.resolved({"optimizer": optimizer, "momentum": 0.0 if optimizer == "sgd" else 0.9,
                         "zero_init_residual": False})
     model = nets.create("resnet18")
     before = [p.detach().clone() for p in model.parameters()]
@@ -98,11 +98,11 @@ def test_every_optimizer_trains_and_changes_weights(optimizer):
 
 def test_batchnorm_and_biases_can_be_kept_out_of_weight_decay():
     model = nets.create("resnet18")
-    decayed, free = parameter_groups(config.build({"norm_bias_decay": False}), model)
+    decayed, free = parameter_groups(config.resolved({"norm_bias_decay": False}), model)
     assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0
     assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights
     assert len(free["params"]) == sum(1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)) * 2 + 1
-    everything = parameter_groups(config.build({}), model)  # the default: decay on everything
+    everything = parameter_groups(config.resolved({}), model)  # the default: decay on everything
     assert len(everything[0]["params"]) == len(list(model.parameters())) and not everything[1]["params"]
 
 
@@ -132,7 +132,7 @@ def lrs_of(cfg, metric_per_epoch, steps=10):
 
 
 def test_onecycle_peaks_at_max_lr():
-    cfg = config.build({"lr": 0.3, "epochs": 4})
+    cfg = config.resolved({"lr": 0.3, "epochs": 4})
     lrs = lrs_of(cfg, None)
     assert max(lrs) == pytest.approx(0.3)
     assert lrs[0] < 0.3 / 10 and lrs[-1] < 0.3 / 1000  # warm-up from low, anneal to near zero
@@ -140,7 +140,7 @@ def test_onecycle_peaks_at_max_lr():
 
 
 def test_none_scheduler_keeps_lr():
-    cfg = config.build({"lr": 0.05, "epochs": 2, "scheduler": "none"})
+    cfg = config.resolved({"lr": 0.05, "epochs": 2, "scheduler": "none"})
     assert set(lrs_of(cfg, None)) == {0.05}
 
 
@@ -149,9 +149,9 @@ def test_plateau_reduces_after_patience_and_rel_differs_from_abs():
     losses = [1.0 - 0.0004 * e for e in range(6)]
     base = {"lr": 0.1, "epochs": 6, "scheduler": "plateau", "plateau_patience": 1,
             "plateau_factor": 0.5, "val_split": 0.1}
-    rel = lrs_of(config.build({**base, "plateau_threshold": 1e-3, "plateau_threshold_mode": "rel"}),
+    rel = lrs_of(config.resolved({**base, "plateau_threshold": 1e-3, "plateau_threshold_mode": "rel"}),
                  losses, steps=1)
-    absolute = lrs_of(config.build({**base, "plateau_threshold": 1e-4, "plateau_threshold_mode": "abs"}),
+    absolute = lrs_of(config.resolved({**base, "plateau_threshold": 1e-4, "plateau_threshold_mode": "abs"}),
                       losses, steps=1)
     # rel: epochs 1-2 are "flat" (> patience 1) -> halved for epoch 3; 0.9988 < 0.999 then counts.
     assert rel == [0.1, 0.1, 0.1, 0.05, 0.05, 0.05]
@@ -159,7 +159,7 @@ def test_plateau_reduces_after_patience_and_rel_differs_from_abs():
 
 
 def test_batch_ramp_grows_the_batch_where_plateau_would_cut_until_the_cap():
-    cfg = config.build({"lr": 0.1, "scheduler": "plateau", "val_split": 0.1, "plateau_patience": 0,
+    cfg = config.resolved({"lr": 0.1, "scheduler": "plateau", "val_split": 0.1, "plateau_patience": 0,
                         "plateau_factor": 0.5, "batch_ramp": True, "batch_size": 16, "max_batch_size": 64})
     model = torch.nn.Linear(2, 2)
     opt = build_optimizer(cfg, model, torch.device("cpu"))
@@ -178,13 +178,13 @@ def test_batch_ramp_grows_the_batch_where_plateau_would_cut_until_the_cap():
 def test_limits_keep_every_class_in_its_share_and_the_test_subset_is_the_same_for_every_seed():
     labels = np.repeat(np.arange(10), 50)  # sorted by class, as image folders list their files
     data = type("D", (), {"train": (np.arange(500), labels), "test": (np.arange(500), labels)})
-    parts = split(config.build({"limit_train": 100, "limit_test": 30}), data)
+    parts = split(config.resolved({"limit_train": 100, "limit_test": 30}), data)
     assert np.bincount(parts["train"][1], minlength=10).tolist() == [10] * 10
     assert np.bincount(parts["test"][1], minlength=10).tolist() == [3] * 10
-    other = split(config.build({"limit_train": 100, "limit_test": 30, "seed": 1}), data)
+    other = split(config.resolved({"limit_train": 100, "limit_test": 30, "seed": 1}), data)
     assert np.array_equal(parts["test"][0], other["test"][0])  # runs of any seed are compared on it
     assert not np.array_equal(parts["train"][0], other["train"][0])
-    held = split(config.build({"limit_train": 100, "val_split": 0.1}), data)  # val comes out of the 100
+    held = split(config.resolved({"limit_train": 100, "val_split": 0.1}), data)  # val comes out of the 100
     assert (len(held["train"][0]), len(held["val"][0])) == (90, 10)
     assert set(held["train"][0]).isdisjoint(held["val"][0])
     both = np.concatenate([held["train"][1], held["val"][1]])
@@ -195,11 +195,11 @@ def test_validation_split_is_deterministic_and_disjoint():
     n = 500
     data = type("D", (), {"train": (np.arange(n)[:, None], np.arange(n)),
                           "test": (np.zeros((10, 1)), np.zeros(10))})
-    cfg = config.build({"val_split": 0.2, "seed": 5})
+    cfg = config.resolved({"val_split": 0.2, "seed": 5})
     a, b = split(cfg, data), split(cfg, data)
     assert np.array_equal(a["val"][1], b["val"][1]) and len(a["val"][1]) == 100
     assert set(a["val"][1]).isdisjoint(a["train"][1]) and len(a["train"][1]) == 400
-    other = split(config.build({"val_split": 0.2, "seed": 6}), data)
+    other = split(config.resolved({"val_split": 0.2, "seed": 6}), data)
     assert not np.array_equal(a["val"][1], other["val"][1])
     assert len(a["test"][1]) == 10  # test stays test
 

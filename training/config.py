@@ -137,7 +137,7 @@ def too_short(cfg: Config) -> str:
 RUNTIME = {"resume", "device", "data_dir", "out", "compile", "deterministic"}
 
 
-def build(given: dict) -> Config:
+def resolved(given: dict) -> Config:
     """The resolved Config of the given options (the rest default)."""
     return resolve(Config(**given))
 

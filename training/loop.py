@@ -17,7 +17,7 @@ from nets import checkpoint
 from . import distributed, lr_finder, rng, runlog
 from .build import build_model, build_optimizer, build_scheduler
 from .config import Config, continued, resolve
-from .data import Setup, prepare
+from .setup import Setup, prepare
 from .ema import EMA
 from .guard import Guard
 from .rundir import claim

@@ -20,7 +20,7 @@ from common.cli import UsageError
 from . import distributed, rng
 from .build import build_model, build_optimizer, precision
 from .config import Config, resolve
-from .data import Setup, prepare
+from .setup import Setup, prepare
 from .rundir import claim
 from .step import train_step
 
