@@ -121,8 +121,9 @@ def main(argv=None):
     write_text(out / "report.md", report.report(summary, ex.state, tables, comparison))
     for title, text in tables.items():
         print(f"\n{title}:\n{text}")
-    for note in comparison.notes() if comparison else []:
-        print(f"\nnote: {note}")
+    notes = comparison.notes() if comparison else []
+    if notes:
+        print("\n" + "\n".join(f"note: {n}" for n in notes))
     print(f"\nwrote {out}/report.md and its pictures in {time.perf_counter() - t0:.1f} s")
 
 

@@ -74,9 +74,10 @@ def compare_methods(s: Study, layer: str, images, classes, names: list, table=No
     """The CAM methods side by side on these images for `classes`; with a comparison table
     (explain.comparison), each column headed by its LeRF−MoRF over the table's images."""
     pix, target, columns = s.pixels(images), s.layer(layer), []
+    scored = {r.method: r.score for r in table.rows} if table else {}
     for name in progress.bar(names, desc="CAM methods", unit="method"):
         maps = cams(s.model, target, images, classes, name)
-        head = f"{name}\nLeRF−MoRF {table.row(name).score.text()}" if table else name  # on the top row only
+        head = f"{name}\nLeRF−MoRF {scored[name].text()}" if name in scored else name  # on the top row only
         columns.append([overlay(p, m, head if k == 0 else "") for k, (p, m) in enumerate(zip(pix, maps))])
     rows = [[(hwc(p), f"predicted {s.classes[c]}")] + [col[k] for col in columns]
             for k, (p, c) in enumerate(zip(pix, classes))]
