@@ -3,20 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.cli import UsageError
-
 from .pixels import normalise
 
 PGD_STEPS = 10
-KINDS = ("fgsm", "pgd")
-
-
-def check(method: str, eps: float):
-    """UsageError, in the CLI's words, for an attack that cannot run; eps is in pixel units /255."""
-    if method not in KINDS:
-        raise UsageError(f"--attack {method!r}: choose from {', '.join(KINDS)}")
-    if not 0 < eps <= 255:
-        raise UsageError(f"--eps is in pixel units /255 and must be in (0, 255] (got {eps})")
 
 
 def attack(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: float, mean, std,

@@ -3,17 +3,15 @@ import contextlib
 import io
 
 import numpy as np
+import pytorch_grad_cam
 import torch
-from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from common.cli import UsageError
-
 from .layers import block
+from .options import CAM_CLASSES
 
-METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM,
-           "scorecam": ScoreCAM, "ablationcam": AblationCAM}
+METHODS = {name: getattr(pytorch_grad_cam, cls) for name, cls in CAM_CLASSES.items()}
 GRADIENT_FREE = ("scorecam", "ablationcam")  # a forward pass per channel of the layer: slow on a CPU
 MASKED_BATCH = 64  # masked or ablated copies per forward pass (ScoreCAM, AblationCAM)
 CAM_BATCH = 32     # images per call: ScoreCAM holds a masked copy of each per channel of the layer
@@ -41,11 +39,3 @@ def maker(method: str, layer: str):
     whichever model it is given: the sanity check hands it randomised copies."""
     return lambda model, images, classes: cams(model, block(model, layer), images, classes, method)
 
-
-def check_methods(names) -> list:
-    """The method names, each once, in order ("a,b" counts as two); UsageError naming any unknown."""
-    names = list(dict.fromkeys(m for text in names for m in text.split(",") if m))
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise UsageError(f"--method {' '.join(unknown)}: choose from {', '.join(METHODS)}")
-    return names

@@ -11,10 +11,11 @@ import pipeline
 from common import progress
 from common.cli import UsageError
 from nets import checkpoint
-from training.step import logits_of
+from training import logits_of
+
+from .options import CPU_TEST_IMAGES
 
 EVAL_BATCH = 256
-CPU_TEST_IMAGES = 2000  # the CPU's default test pass (every class in its share)
 
 
 def weights_of(state: dict) -> str:

@@ -12,7 +12,9 @@ saves it) and, where it measures something, the numbers too.
 
 A user mistake (no checkpoint, no data, a bad layer) raises common.cli.UserError with the line the
 command line prints."""
+import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,38 +26,13 @@ from common import device as devices
 from common.cli import UsageError, UserError
 from nets import checkpoint as checkpoints
 
-from . import attacks, cams, evaluation, figures, report
+from . import cams, evaluation, figures, report as reports
 from .comparison import Comparison, Spec, compare
 from .evaluation import Predictions
 from .layers import map_size
+from .options import (DEFAULT_METHODS, METHOD_IMAGES, Options, check_attack, check_count, check_methods,
+                      comparison_sizes)
 from .study import Study, attacked, by_depth, class_pairs, compare_methods, gallery
-
-DEFAULT_METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
-METHOD_IMAGES = 4   # methods.png's pictures: ScoreCAM costs a forward pass per channel per image
-# The comparison's images by default: on a GPU enough to separate methods whose scores differ by a few
-# hundredths; on a CPU what ScoreCAM allows in minutes (its maps cost a pass per channel per image,
-# and the sanity check draws them again at every depth). Either is a flag away.
-FAITHFULNESS_IMAGES = {"cuda": 500, "cpu": 40}
-SANITY_IMAGES = {"cuda": 100, "cpu": 8}
-
-
-def check_count(n: int):
-    if n < 1:
-        raise UsageError(f"--n must be >= 1 (got {n})")
-
-
-def comparison_sizes(images, sanity_images, device: torch.device) -> tuple:
-    """(images, sanity images) for Explanation.faithfulness: the device's defaults where None; at least
-    2 images (an interval needs two), the sanity check on at most as many (0: none)."""
-    images = FAITHFULNESS_IMAGES[device.type] if images is None else images
-    sanity_images = min(SANITY_IMAGES[device.type], images) if sanity_images is None else sanity_images
-    if images < 2:
-        raise UsageError(f"--faithfulness-images must be at least 2, for an interval (got {images}); "
-                         "0 on the command line leaves the comparison out")
-    if not 0 <= sanity_images <= images:
-        raise UsageError(f"--sanity-images must be between 0 (no sanity check) and --faithfulness-images "
-                         f"({images}) (got {sanity_images})")
-    return images, sanity_images
 
 
 @dataclass(frozen=True)
@@ -160,12 +137,12 @@ class Explanation:
 
     def per_class(self) -> list:
         """Per class: images, correct, accuracy, the class it is most often taken for."""
-        return report.per_class(self.confusion_matrix(), self.study.classes)
+        return reports.per_class(self.confusion_matrix(), self.study.classes)
 
     def methods(self, names=DEFAULT_METHODS, n: int = METHOD_IMAGES, layer: str = "", table=None) -> Figure:
         """CAM methods side by side on the first n mistakes, for the predicted class; with the table of
         faithfulness() each column is headed by its score there."""
-        names, shown = cams.check_methods(names), self.mistakes(n)
+        names, shown = check_methods(names), self.mistakes(n)
         return compare_methods(self.study, layer or self.layer, self.images(shown), shown.preds, names, table)
 
     def faithfulness(self, names=DEFAULT_METHODS, images=None, sanity_images=None, layer: str = "",
@@ -175,8 +152,8 @@ class Explanation:
         for every method), intervals, ranks only where intervals separate, and the model-randomisation
         sanity check on `sanity_images` of them. None: FAITHFULNESS_IMAGES / SANITY_IMAGES for the
         device. The Comparison prints as tables (a notebook shows them) and holds every number."""
-        names = cams.check_methods(names)
-        images, sanity_images = comparison_sizes(images, sanity_images, self.device)
+        names = check_methods(names)
+        images, sanity_images = comparison_sizes(images, sanity_images, self.device.type)
         layer = layer or self.layer
         chosen = self.test.take(pipeline.subset(self.test.labels, images, seed))
         target = self.study.layer(layer)
@@ -185,10 +162,16 @@ class Explanation:
         makers = {name: cams.maker(name, layer) for name in names}
         return compare(self.study.model, self.images(chosen), chosen.preds, makers, spec)
 
+    def report(self, options: Options, out=None, started: float | None = None) -> reports.Written:
+        """Every picture as options (viz.py's, explain.Options) asks, summary.json and report.md into out
+        (default: viz/ beside the checkpoint); the Written prints as viz.py prints it."""
+        out = Path(out or options.out or Path(self.checkpoint).parent / "viz")
+        return reports.write(self, options, out, time.perf_counter() if started is None else started)
+
     def adversarial(self, n: int = 10, attack: str = "fgsm", eps: float = 8, layer: str = "") -> tuple:
         """(Figure, rows): the first n correctly classified images attacked (eps in pixel units /255)."""
         check_count(n)
-        attacks.check(attack, eps)
+        check_attack(attack, eps)
         right = self.test.right(n)
         if not len(right):
             raise UserError("no correctly classified test image to attack")

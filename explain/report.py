@@ -1,11 +1,19 @@
-"""report.md and the tables in it (printed too): faithfulness and sanity, per-class accuracy, the attack."""
+"""The report of one explained checkpoint, as viz.py writes it and Explanation.report returns it: every
+picture, summary.json, and report.md with its tables (printed too): faithfulness and sanity, per-class
+accuracy, the attack."""
 import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from common.files import atomic_write, write_text
 from common.tables import markdown
 
 from .comparison import CAVEAT, MEASURES
+from .options import METHOD_IMAGES
 
 PER_CLASS = "per class"
 
@@ -85,3 +93,65 @@ def report(summary: dict, state: dict, t: dict, comparison=None) -> str:
         parts += [f"## Adversarial: {title}", "![adversarial](adversarial.png)", t[f"adversarial: {title}"]]
     parts.append(f"Made by viz.py in {summary['seconds']:.1f} s.")
     return "\n\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a report wrote: its folder, summary.json's content, and the tables and notes it printed."""
+    out: Path
+    summary: dict
+    tables: dict
+    notes: list
+
+    def __str__(self):
+        lines = [f"\n{title}:\n{text}" for title, text in self.tables.items()]
+        lines += ["\n" + "\n".join(f"note: {n}" for n in self.notes)] if self.notes else []
+        return "\n".join(lines + [f"\nwrote {self.out}/report.md and its pictures in {self.summary['seconds']:.1f} s"])
+
+
+def write(ex, opts, out: Path, started: float) -> Written:
+    """Every picture of ex (an Explanation) as opts (explain.Options) asks, then summary.json and
+    report.md, into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    numbers, comparison = pictures(ex, opts, out)
+    summary = {**summarise(ex, opts), **numbers, "seconds": time.perf_counter() - started}
+    t = tables(summary, comparison)
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
+    write_text(out / "report.md", report(summary, ex.state, t, comparison))
+    return Written(out, summary, t, comparison.notes() if comparison else [])
+
+
+def save(fig, path: Path):
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+
+
+def pictures(ex, opts, out: Path) -> tuple:
+    """Every picture into `out`; (the numbers they measured, the faithfulness Comparison or None)."""
+    for name, fig in (("curves", ex.curves()), ("misclassified", ex.misclassified(opts.n)),
+                      ("gradcam", ex.gradcam(opts.n)), ("layers", ex.depth()), ("confusion", ex.confusion())):
+        save(fig, out / f"{name}.png")
+    table = (ex.faithfulness(opts.methods, opts.faithfulness_images, opts.sanity_images)
+             if opts.faithfulness_images != 0 else None)
+    save(ex.methods(opts.methods, table=table), out / "methods.png")
+    numbers = {"method_images": len(ex.mistakes(METHOD_IMAGES)), "faithfulness": table and table.as_dict()}
+    if opts.adversarial and not len(ex.test.right(1)):
+        print("note: no correctly classified test image to attack", file=sys.stderr)
+    elif opts.adversarial:
+        attack, eps = opts.attack_budget
+        fig, numbers["adversarial"] = ex.adversarial(opts.n, attack, eps)
+        numbers["attack"] = {"method": attack, "eps": eps}
+        save(fig, out / "adversarial.png")
+    return numbers, table
+
+
+def summarise(ex, opts) -> dict:
+    """What summary.json holds besides the pictures' numbers."""
+    shown = ex.test.wrong(opts.n)
+    return {"checkpoint": ex.checkpoint, "data_dir": ex.data_dir, "layer": ex.layer, "weights": ex.weights,
+            "tta": ex.tta, "test_images": len(ex.test), "accuracy": ex.test.accuracy,
+            "accuracy_line": ex.accuracy_line(), "chance": ex.chance(),
+            "misclassified": [{"index": int(i), "true": ex.study.classes[y], "predicted": ex.study.classes[z],
+                               "confidence": float(c)}
+                              for i, y, z, c in zip(shown.index, shown.labels, shown.preds, shown.conf)],
+            "per_class": ex.per_class()}

@@ -549,12 +549,13 @@ def test_fit_refuses_a_config_that_asks_for_the_range_test_alone(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("script", ["train", "bench", "sweep"])
+@pytest.mark.parametrize("script", ["train", "bench", "sweep", "viz"])
 def test_a_bad_flag_is_refused_before_torch_dali_or_optuna_load(script):
-    """Options first: a typo costs a blink, not the 5-20 s those imports take on a busy machine."""
+    """Options first: a typo costs a blink, not the seconds those imports take (more on a busy machine)."""
+    argv = ["--checkpoint", "x", "--frobnicate"] if script == "viz" else ["--frobnicate"]
     probe = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from common import cli; import {script}\n"
-             f"try:\n    cli.run(lambda: {script}.main(['--frobnicate']))\nexcept SystemExit as e:\n"
-             "    heavy = [m for m in ('torch', 'nvidia.dali', 'optuna') if m in sys.modules]\n"
+             f"try:\n    cli.run(lambda: {script}.main({argv!r}))\nexcept SystemExit as e:\n"
+             "    heavy = [m for m in ('torch', 'nvidia.dali', 'optuna', 'pytorch_grad_cam') if m in sys.modules]\n"
              "    print(e.code, heavy)")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.stdout == "2 []\n" and proc.stderr.startswith("error: unrecognized arguments: --frobnicate"), \

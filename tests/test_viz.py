@@ -17,6 +17,7 @@ from PIL import Image
 
 import pipeline
 import train
+import explain
 import viz
 from common.cli import UsageError, UserError
 from explain import Explanation, attacks, cams, evaluation, faithfulness, figures, intervals, layers
@@ -24,7 +25,7 @@ from explain.pixels import normalise, to_pixels
 from nets import checkpoint
 from tests.conftest import fails
 from tests.test_folder import small_folder
-from training.step import logits_of
+from training import logits_of
 
 N, LIMIT_TEST = 4, 120  # LIMIT_TEST: the shared run's --limit-test
 FAITHFUL, SANITY = 8, 3  # the viz run's comparison: few images, it is the plumbing under test here
@@ -337,7 +338,7 @@ def test_the_test_pass_defaults_to_all_images_on_a_gpu_and_a_stated_share_on_the
     assert evaluation.test_limit(300, gpu) == 300
     with pytest.raises(UsageError, match="--limit-test must be >= 0"):
         evaluation.test_limit(-1, cpu)
-    text = viz.Options.__dataclass_fields__["limit_test"].metadata["help"]
+    text = explain.Options.__dataclass_fields__["limit_test"].metadata["help"]
     assert "default: all on a GPU, 2000 on the CPU" in text
 
 
