@@ -2,7 +2,7 @@
 the CAM methods (cams), how faithful a map is (faithfulness: ROAD), whether a map depends on the
 weights (sanity: model randomisation), means over images with intervals and ranks (intervals), the
 methods compared with that evidence (comparison), adversarial attacks (attacks), pixels <-> model
-inputs (pixels), picture grids and charts (figures), the pictures of a model (study), the test pass
+inputs (pixels), picture grids and charts (figures), the pictures of a model (pictures), the test pass
 behind them (evaluation), a checkpoint explained end to end (explanation: the API that notebooks and
 viz.py share), the report (report) and what can be asked of it (options: loads without torch).
 

@@ -32,7 +32,7 @@ from .evaluation import Predictions
 from .layers import map_size
 from .options import (DEFAULT_METHODS, METHOD_IMAGES, Options, check_attack, check_count, check_methods,
                       comparison_sizes)
-from .study import Study, attacked, by_depth, class_pairs, compare_methods, gallery
+from .pictures import Study, attacked, by_depth, class_pairs, compare_methods, gallery
 
 
 @dataclass(frozen=True)
