@@ -333,7 +333,8 @@ class Check:
         return ["--limit-train", "10240"]
 
     def viz_sizes(self):
-        return ["--limit-test", "64", "--method", "gradcam", "--n", "4"] if self.smoke else []
+        return (["--limit-test", "64", "--method", "gradcam", "--n", "4", "--faithfulness-images", "4",
+                 "--sanity-images", "2"] if self.smoke else [])
 
     def full_sizes(self):
         if self.smoke:

@@ -417,7 +417,8 @@ def test_cli_trains_on_real_jpegs_and_resized_pngs(jpegs, tmp_path, monkeypatch)
         assert state["image_size"] == 32
         assert state["classes"] == (CLASSES if root == jpegs else ["cat", "dog"])
         # viz.py explains it from the checkpoint alone: classes, size and normalisation are stored.
-        viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu"])
+        viz.main(["--checkpoint", str(run / "last.pt"), "--n", "2", "--method", "gradcam", "--device", "cpu",
+                  "--faithfulness-images", "0"])  # the comparison: test_viz.py
         summary = json.loads((run / "viz" / "summary.json").read_text())
         assert summary["test_images"] == n_test and (run / "viz" / "gradcam.png").stat().st_size > 5000
 
