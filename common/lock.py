@@ -12,6 +12,7 @@ exec'd) while the lock is held shares it until that child exits too.
 """
 import fcntl
 import os
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,10 +105,13 @@ def _make(directory: Path) -> list:
             return missing
         except FileNotFoundError:  # a holder leaving removed a parent just made: again
             continue
-        except FileExistsError:
-            if not directory.exists():  # likewise, the folder itself as mkdir looked at it
-                continue
-            raise UserError(f"{directory} is a file, not a folder: pick another --out") from None
+        except FileExistsError:  # a file there, or the folder removed (and maybe made again) as mkdir looked
+            try:
+                if not stat.S_ISDIR(directory.stat().st_mode):  # one stat: a file, not a passing folder
+                    raise UserError(f"{directory} is a file, not a folder: pick another --out") from None
+            except FileNotFoundError:
+                pass
+            continue
         except OSError as e:
             raise UserError(f"{directory}: cannot be a run directory ({e.strerror}): pick another "
                             "--out") from None
