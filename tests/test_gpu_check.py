@@ -112,13 +112,11 @@ def test_later_calls_merge_into_the_same_file(smoke, tmp_path):
     results = tmp_path / "gpu-check.json"
     shutil.copy(out / "gpu-check.json", results)
     before = json.loads(results.read_text())["steps"]
-    proc = check("--smoke", "--out", out, "--json", results, "--only", "bench")
+    proc = check("--smoke", "--out", out, "--json", results, "--only", "tests")  # the quickest step
     assert proc.returncode == 0, said(proc)
     after = json.loads(results.read_text())["steps"]
-    assert after["bench"]["status"] == "ok"
-    report = after["bench"]["figures"]["bench"]  # bench.py's whole JSON
-    assert report["data"]["synthetic"] is True and report["results"]["pipeline_dali"]["median"] > 0
-    assert {k: v for k, v in after.items() if k != "bench"} == {k: v for k, v in before.items() if k != "bench"}
+    assert after["tests"]["status"] == "skipped" and after["tests"]["finished"] >= before["tests"]["finished"]
+    assert {k: v for k, v in after.items() if k != "tests"} == {k: v for k, v in before.items() if k != "tests"}
 
 
 def test_a_time_box_kills_the_step_and_is_recorded_as_it_runs(tmp_path, monkeypatch):

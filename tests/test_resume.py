@@ -25,18 +25,19 @@ def test_batch_ramp_run_resumes_exactly_across_a_batch_change(data_dir, tmp_path
     """A plateau schedule does not depend on the run's length, so a 2-epoch run trained on to 3 with
     --resume continues at the batch its ramp reached and ends as the 3-epoch run does."""
     # threshold 0.99 (rel): no epoch improves enough, patience 0: every epoch's cut becomes a ramp.
-    args = ["--data-dir", str(data_dir), *TINY, "--batch-size", "16", "--scheduler", "plateau", "--val-split",
+    args = ["--data-dir", str(data_dir), *TINY, "--batch-size", "8", "--scheduler", "plateau", "--val-split",
             "0.2", "--plateau-patience", "0", "--plateau-factor", "0.5", "--plateau-threshold", "0.99",
-            "--batch-ramp", "--lr", "0.05", "--limit-train", "80", "--limit-test", "16", "--no-tta"]
+            "--batch-ramp", "--lr", "0.05", "--limit-train", "40", "--limit-test", "16", "--no-tta"]
     train.main([*args, "--epochs", "3", "--out", str(tmp_path / "ref")])
     ref = checkpoint.load(tmp_path / "ref" / "last.pt")
-    # Epoch 1 sets the plateau's best; epochs 2 and 3 each double the batch for the next.
-    assert [r["batch_size"] for r in ref["history"]] == [16, 16, 32] and ref["batch_size"] == 64
+    # Epoch 1 sets the plateau's best; epochs 2 and 3 each double the batch for the next (32 training
+    # images: 4, 4, then 2 steps).
+    assert [r["batch_size"] for r in ref["history"]] == [8, 8, 16] and ref["batch_size"] == 32
     assert {r["lr"] for r in ref["history"]} == {0.05}  # the LR was never cut
-    assert len(ref["lr_steps"]) == 2 * (64 // 16) + 64 // 32
+    assert len(ref["lr_steps"]) == 2 * (32 // 8) + 32 // 16
     train.main([*args, "--epochs", "2", "--out", str(tmp_path / "split")])
-    assert checkpoint.load(tmp_path / "split" / "last.pt")["batch_size"] == 32
-    train.main(["--resume", str(tmp_path / "split" / "last.pt"), "--epochs", "3"])  # epoch 3, at batch 32
+    assert checkpoint.load(tmp_path / "split" / "last.pt")["batch_size"] == 16
+    train.main(["--resume", str(tmp_path / "split" / "last.pt"), "--epochs", "3"])  # epoch 3, at batch 16
     got = checkpoint.load(tmp_path / "split" / "last.pt")
     assert same_history(ref["history"], got["history"]) and same_weights(ref["model"], got["model"])
 
