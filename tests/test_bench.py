@@ -28,7 +28,6 @@ from benchmark import fastpaths, limits, machine, measure, plot, report as repor
 from benchmark.loaders import Cutout
 from common import cli, device as devices
 from training import Config, resolve
-from tests.conftest import ROOT
 
 PIPELINES = ("pipeline_dali", "pipeline_torch_ops", "pipeline_dataloader")
 MODELS = ("model_only", "e2e_dali", "e2e_torch_ops", "e2e_dataloader")
@@ -426,12 +425,11 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, args, says):
     assert not (tmp_path / "b.json").exists()
 
 
-def test_no_dataset_is_an_error_from_the_shell_never_fake_data(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--device", "cpu", "--data-dir",
-                           str(tmp_path / "empty"), "--json", str(tmp_path / "b.json")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
-    assert proc.stderr.startswith("error: CIFAR-10 not found") and "--synthetic" in proc.stderr
+def test_no_dataset_is_an_error_never_fake_data(tmp_path, capsys):
+    code = run_in_process("--device", "cpu", "--data-dir", tmp_path / "empty", "--json", tmp_path / "b.json")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err[-2000:]
+    assert err.startswith("error: CIFAR-10 not found") and "--synthetic" in err
     assert not (tmp_path / "b.json").exists()
 
 

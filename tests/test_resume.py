@@ -12,7 +12,9 @@ import train
 from common import device as devices
 from common.cli import UsageError
 from nets import checkpoint
-from tests.conftest import ROOT, TRAINED, digest, run_script, same_history, same_weights
+from tests.conftest import (ROOT, SUBPROCESS_LIMIT, TRAINED, digest, fails, run_script, same_history,
+                            same_weights)
+from tests.test_lock import HOLDER
 from training import Config, fit
 
 # Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32.
@@ -94,16 +96,18 @@ def start_training(data_dir, out, *more, **kw):
                              *TRAINED, *more], cwd=ROOT, **kw)
 
 
-def test_two_runs_started_together_on_one_directory_only_one_trains(data_dir, tmp_path):
+def test_a_run_on_a_directory_another_process_holds_stops_at_once_naming_it(data_dir, tmp_path, capsys):
+    """train.py takes the run directory's lock first (common.lock; two processes racing for it:
+    test_lock.py): another process's hold stops it in one line with that process's PID, exit 2."""
     out = tmp_path / "run"
-    procs = [start_training(data_dir, out, "--epochs", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True) for _ in range(2)]
-    stderr = [p.communicate()[1] for p in procs]
-    assert sorted(p.returncode for p in procs) == [0, 2], stderr
-    winner, loser = sorted(range(2), key=lambda i: procs[i].returncode)
-    err = stderr[loser]
-    assert err.count("\n") == 1 and err.startswith("error: ") and f"(PID {procs[winner].pid})" in err, err
-    assert str(out) in err and checkpoint.load(out / "last.pt")["epoch"] == 1
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == "held\n"
+    err = fails(train.main, ["--data-dir", data_dir, "--out", out, *TRAINED, "--epochs", "1"], capsys)
+    assert err == (f"error: {out} is in use by another run (PID {holder.pid}): wait for it to finish, or pick "
+                   "another --out\n")
+    holder.stdin.close()
+    assert holder.wait(SUBPROCESS_LIMIT) == 0 and not (out / "last.pt").exists()
 
 
 def test_sigterm_then_kill_9_each_resumed_ends_exactly_as_the_uninterrupted_run(data_dir, trained_run, tmp_path):
