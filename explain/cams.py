@@ -3,15 +3,12 @@ import contextlib
 import io
 
 import numpy as np
-import pytorch_grad_cam
 import torch
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from .layers import block
 from .options import CAM_CLASSES
 
-METHODS = {name: getattr(pytorch_grad_cam, cls) for name, cls in CAM_CLASSES.items()}
 GRADIENT_FREE = ("scorecam", "ablationcam")  # a forward pass per channel of the layer: slow on a CPU
 MASKED_BATCH = 64  # masked or ablated copies per forward pass (ScoreCAM, AblationCAM)
 CAM_BATCH = 32     # images per call: ScoreCAM holds a masked copy of each per channel of the layer
@@ -20,9 +17,12 @@ CAM_BATCH = 32     # images per call: ScoreCAM holds a masked copy of each per c
 def cams(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes, method="gradcam") -> np.ndarray:
     """(N, H, W) float32 maps in [0, 1] at the image size: where `layer` sees each image's class;
     CAM_BATCH images per call."""
+    # grad-cam brings scikit-learn and torchvision's models (seconds to import): loaded with the first map.
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     targets = [ClassifierOutputTarget(int(c)) for c in classes]  # one per sample
     out = None
-    with METHODS[method](model=model, target_layers=[layer]) as cam:  # hooks removed on exit
+    with getattr(pytorch_grad_cam, CAM_CLASSES[method])(model=model, target_layers=[layer]) as cam:  # hooks off on exit
         cam.batch_size = MASKED_BATCH  # read by ScoreCAM and AblationCAM only
         # float32: fp16 breaks the resize and EigenCAM's SVD. Gradients on: the hooks need them.
         # The gradient-free methods draw a progress bar per image on stderr: not ours to show.

@@ -13,7 +13,6 @@ threshold removes more from a map with many equal values (a CAM's zeros)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam.metrics.road import neighbors_weights
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from torch import nn
@@ -36,6 +35,7 @@ def impute(image: torch.Tensor, removed: np.ndarray, generator: torch.Generator,
     y, x = np.divmod(holes, w)
     rows, cols, weights = [], [], []
     diagonal, rhs = np.zeros(n), np.zeros((n, c))
+    from pytorch_grad_cam.metrics.road import neighbors_weights  # grad-cam loads with the first map (cams.py)
     for (dy, dx), weight in neighbors_weights:
         at = np.flatnonzero((y + dy >= 0) & (y + dy < h) & (x + dx >= 0) & (x + dx < w))
         neighbour = (y[at] + dy) * w + x[at] + dx

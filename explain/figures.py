@@ -9,13 +9,13 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, MaxNLocator
-from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from .pixels import hwc
 
 
 def overlay(pixels: torch.Tensor, cam: np.ndarray, title: str) -> tuple:
     """A grid cell: the CAM over the image; its title says when the map is empty."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # grad-cam loads with the first map (cams.py)
     if not cam.any():
         title = f"{title} — empty" if title else "empty"
     return show_cam_on_image(hwc(pixels), cam, use_rgb=True), title

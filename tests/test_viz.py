@@ -272,7 +272,7 @@ def test_progress_bar_shows_on_a_terminal_only(explanation):
 
 
 # ------------------------------------------------------------------------------------ functions
-@pytest.mark.parametrize("method", list(cams.METHODS))
+@pytest.mark.parametrize("method", list(explain.options.CAM_CLASSES))
 def test_each_cam_method_gives_unit_maps_of_image_size(subject, method):
     model, data, state = subject
     images = normalised(data.test_images[:2], state["mean"], state["std"])
