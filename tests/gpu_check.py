@@ -338,7 +338,7 @@ class Check:
 
     def full_sizes(self):
         if self.smoke:
-            return ["--epochs", "1", "--limit-train", "96", "--limit-test", "64", "--batch-size", "32"]
+            return ["--epochs", "1", "--limit-train", "48", "--limit-test", "32", "--batch-size", "16"]
         return []  # the defaults: ResNet18, 20 epochs, batch 512, the whole set
 
     def bench_sizes(self, step):

@@ -15,9 +15,9 @@ from tests.conftest import ROOT
 NOTEBOOK = ROOT / "notebooks" / "course.ipynb"
 COURSE = dict(data_dir="data", run_dir="runs/notebook", epochs=20, batch_size=512, lr=0.0, limit_train=0, limit_test=0,
               find_lr_steps=200, device="auto")  # ResNet18, 20 epochs on all of CIFAR-10, on the GPU if any
-# 1 epoch of 12 steps, 20 test images (over 10 mistakes), the range test's fewest steps (100) at batch 2:
+# 1 epoch of 8 steps, 20 test images (over 10 mistakes), the range test's fewest steps (100) at batch 2:
 # the range test's length is one rule, refused below it, and its steps cost what their images cost.
-BUDGET = dict(epochs=1, batch_size=2, limit_train=24, limit_test=20, find_lr_steps=100, device="cpu")
+BUDGET = dict(epochs=1, batch_size=2, limit_train=16, limit_test=20, find_lr_steps=100, device="cpu")
 PICTURES = ("lr_test.figure()", "explanation.curves()", "explanation.misclassified(n=10)",
             'explanation.gradcam(n=10, layer="layer3")')
 SECOND_FIT = "fit(config)"  # appended: the run directory now holds a run
@@ -102,7 +102,7 @@ def test_training_log_is_a_clean_table_and_the_final_accuracy_is_printed(execute
     log = text_of(cell_running(nb, "result = fit(config)"))
     assert not [o for c in code_cells(nb) for o in c.outputs if "\r" in o.get("text", "")]  # no bar debris
     lines = log.splitlines()
-    assert lines[0].startswith("resnet18 on cpu | 24 train / 20 test images | batch 2 |")
+    assert lines[0].startswith("resnet18 on cpu | 16 train / 20 test images | batch 2 |")
     assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "test", "loss", "test", "acc",
                                 "EMA", "acc", "img/s", "epoch", "s"]
     assert lines[2].split()[0] == "1" and len(lines[2]) == len(lines[1])

@@ -66,11 +66,11 @@ def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_l
 
 @pytest.mark.precision
 def test_bf16_autocast_on_the_cpu_resumes_bit_for_bit(data_dir, tmp_path, capsys):
-    """bf16 on every CPU, natively or emulated (then ~10x slower than fp32: hence 4 images, 2 steps an
+    """bf16 on every CPU, natively or emulated (then ~10x slower than fp32: hence 2 images, 1 step an
     epoch): a run stopped after epoch 1 and resumed ends with the uninterrupted run's weights. Where
     it is emulated, the run says so."""
     tiny = dict(data_dir=str(data_dir), device="cpu", precision="bf16", channels_last=True, batch_size=2,
-                limit_train=4, limit_test=2, scheduler="none", lr=0.02, ema=0, tta=False, keep_best=False)
+                limit_train=2, limit_test=2, scheduler="none", lr=0.02, ema=0, tta=False, keep_best=False)
     ref = fit(Config(out=str(tmp_path / "ref"), epochs=2, **tiny))
     notes = [line for line in capsys.readouterr().err.splitlines() if "bf16 is emulated" in line]
     assert notes == ([] if devices.cpu_has_native_bf16() else [f"note: {devices.emulated_bf16('bf16', CPU)}"])

@@ -28,7 +28,7 @@ from tests.test_folder import small_folder
 from training import logits_of
 
 N, LIMIT_TEST = 4, 120  # LIMIT_TEST: the shared run's --limit-test
-FAITHFUL, SANITY = 8, 3  # the viz run's comparison: few images, it is the plumbing under test here
+FAITHFUL, SANITY = 4, 2  # the viz run's comparison: few images, it is the plumbing under test here
 ACCURACY_LINE = re.compile(r"test accuracy (\d+\.\d\d)% on (\d+) images \((raw|EMA) weights, (no|flip) TTA\)")
 PICTURES = ("curves", "misclassified", "gradcam", "layers", "methods", "confusion", "adversarial")
 
