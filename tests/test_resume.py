@@ -17,8 +17,8 @@ from tests.conftest import (ROOT, SUBPROCESS_LIMIT, TRAINED, digest, fails, run_
 from tests.test_lock import HOLDER
 from training import Config, fit
 
-# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32.
-TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "32", "--limit-train", "96",
+# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, the precision auto picks.
+TINY = ["--device", "cpu", "--batch-size", "32", "--limit-train", "96",
         "--limit-test", "40", "--ema", "0"]
 CPU = torch.device("cpu")
 
@@ -54,7 +54,7 @@ def test_resume_of_a_finished_run_says_so_and_a_run_without_onecycle_can_train_l
                                   "another --out to train longer") and digest(trained_copy / "last.pt") == before
     out = tmp_path / "run"
     first = fit(Config(data_dir=str(data_dir), out=str(out), epochs=1, scheduler="none", device="cpu",
-                       precision="fp32", batch_size=32, limit_train=80, val_split=0.2, keep_best=False,
+                       batch_size=32, limit_train=80, val_split=0.2, keep_best=False,
                        limit_test=16, ema=0, tta=False))
     assert first.best is None and not (out / "best.pt").exists()  # --no-keep-best (sweeps): last.pt only
     longer = fit(Config(resume=str(out / "last.pt"), epochs=2))

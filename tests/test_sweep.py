@@ -23,8 +23,8 @@ from nets import checkpoint
 from sweeps import plan as plans, study as studies, summary
 from tests.conftest import ROOT, SUBPROCESS_LIMIT, fails
 
-# One step of 16 images an epoch, 8 validation and 8 test images, fp32: a trial takes a few seconds.
-TINY = ["--device", "cpu", "--precision", "fp32", "--epochs", "1", "--batch-size", "16", "--limit-train", "24",
+# One step of 16 images an epoch, 8 validation and 8 test images, the precision auto picks: seconds a trial.
+TINY = ["--device", "cpu", "--epochs", "1", "--batch-size", "16", "--limit-train", "24",
         "--limit-test", "8", "--val-split", "0.34", "--scheduler", "none", "--no-tta", "--ema", "0"]
 GRID = ["--grid", "lr=0.01,0.02", "--seeds", "2"]  # 4 trials
 HEARTBEAT = ["--heartbeat", "1"]  # a killed worker's trial is stale after 2 s

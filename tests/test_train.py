@@ -24,8 +24,8 @@ from training.ema import EMA
 from training.guard import nonfinite
 from training.step import GradientNoise, logits_of, train_step
 
-# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, fp32.
-TINY = ["--device", "cpu", "--precision", "fp32", "--batch-size", "32", "--limit-train", "96",
+# Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, the precision auto picks.
+TINY = ["--device", "cpu", "--batch-size", "32", "--limit-train", "96",
         "--limit-test", "40", "--ema", "0"]
 
 
@@ -335,7 +335,7 @@ def test_two_epoch_run_from_python_returns_its_result_and_writes_checkpoints_met
         data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     result = fit(Config(data_dir=str(data_dir), out=str(out), epochs=2, val_split=0.2, device="cpu",
-                        precision="fp32", batch_size=32, limit_train=120, limit_test=40, ema=0.9))
+                        batch_size=32, limit_train=120, limit_test=40, ema=0.9))
     lines = capsys.readouterr().out.splitlines()
     assert "evaluated: raw and EMA weights, flip TTA" in lines[0]
     assert lines[1].split() == ["epoch", "lr", "train", "loss", "train", "acc", "val", "loss", "val", "acc",
@@ -378,7 +378,7 @@ def test_a_run_builds_its_evaluation_loaders_once_not_every_epoch(data_dir, tmp_
 
     monkeypatch.setattr(pipeline.Dataset, "eval_loader", counting)
     result = fit(Config(data_dir=str(data_dir), out=str(tmp_path / "run"), epochs=3, val_split=0.5, device="cpu",
-                        precision="fp32", batch_size=16, limit_train=32, limit_test=16, ema=0, tta=False))
+                        batch_size=16, limit_train=32, limit_test=16, ema=0, tta=False))
     assert [(r["test_count"], r["val_count"]) for r in result.history] == [(16, 16)] * 3
     assert built == [16, 16]  # the test part's and the validation part's, once each
 
@@ -420,7 +420,7 @@ def test_find_lr_writes_its_plot_and_says_when_the_curve_is_unusable(data_dir, t
     monkeypatch.setattr(lr_finder, "range_test", lambda *a, **k: flat_test(100))
     out = tmp_path / "lr"
     result = find_lr(Config(data_dir=str(data_dir), out=str(out), find_lr_steps=100, device="cpu",
-                            precision="fp32", batch_size=8, limit_train=24, limit_test=8, ema=0))
+                            batch_size=8, limit_train=24, limit_test=8, ema=0))
     text = capsys.readouterr().out
     assert (out / "lr_find.png").stat().st_size > 10_000
     assert text.startswith("LR range test: no usable LR: the smoothed loss never fell by 5%")
