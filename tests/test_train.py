@@ -449,37 +449,47 @@ def test_lr_auto_refuses_an_unusable_curve_and_trains_at_a_usable_ones_suggestio
 
 
 # --------------------------------------------------------------------------------------- divergence
-def poisoned(how):
-    """A build_model that plants a non-finite value the run must catch, whatever the CPU's rounding."""
-    build = loop.build_model
+@pytest.fixture(scope="module")
+def one_epoch(data_dir, tmp_path_factory):
+    """A 1-epoch run that --resume can train on (no OneCycle to stretch): the checkpoint to poison."""
+    out = tmp_path_factory.mktemp("one-epoch") / "run"
+    train.main(["--data-dir", str(data_dir), "--out", str(out), *TINY, "--epochs", "1", "--scheduler", "none"])
+    return out / "last.pt"
 
-    def build_model(cfg, num_classes, device):
-        model = build(cfg, num_classes, device)
-        with torch.no_grad():
-            if how == "weight":
-                model.stem[0].weight[0, 0, 0, 0] = float("nan")  # the first loss is nan
-            elif how == "running_var":
-                model.layer4[1].bn2.running_var.fill_(-1e30)  # train uses batch stats; eval sqrt(< 0)
-            else:
-                model.layer4[1].bn2.running_mean.fill_(float("inf"))  # a buffer, never a loss
-        return model
-    return build_model
+
+POISON = {  # a non-finite value the run must catch, whatever the CPU's rounding
+    "weight": ("stem.0.weight", lambda w: w[0, 0, 0, 0].fill_(float("nan"))),  # the first loss is nan
+    "running_var": ("layer4.1.bn2.running_var", lambda v: v.fill_(-1e30)),  # batch stats train; eval sqrt(< 0)
+    "running_mean": ("layer4.1.bn2.running_mean", lambda m: m.fill_(float("inf"))),  # a buffer, never a loss
+}
 
 
 @pytest.mark.parametrize("how, says", [
-    ("weight", "the training loss became non-finite at epoch 1, step 1: lower --lr"),
-    ("running_var", "the test loss is non-finite after epoch 1 though every weight is finite"),
-    ("running_mean", "layer4.1.bn2.running_mean became non-finite in epoch 1"),
+    ("weight", "the training loss became non-finite at epoch 2, step 1: lower --lr"),
+    ("running_var", "the test loss is non-finite after epoch 2 though every weight is finite"),
+    ("running_mean", "layer4.1.bn2.running_mean became non-finite in epoch 2"),
 ])
-def test_a_non_finite_value_stops_the_run_before_any_checkpoint(data_dir, tmp_path, capsys,
-                                                                 monkeypatch, how, says):
-    monkeypatch.setattr(loop, "build_model", poisoned(how))
-    out = tmp_path / "run"
-    writers = tensorboard_writers()
-    err = fails(train.main, ["--data-dir", data_dir, "--out", out, *TINY, "--epochs", "2"], capsys)
-    assert says in err and "no checkpoint written" in err
-    assert not (out / "last.pt").exists()
+def test_a_non_finite_value_stops_the_run_and_keeps_the_last_checkpoint(one_epoch, tmp_path, capsys, how, says):
+    """Planted in a checkpoint (the format is public), then trained on with --resume."""
+    state = checkpoint.load(one_epoch)
+    key, plant = POISON[how]
+    plant(state["model"][key])
+    (tmp_path / "run").mkdir()
+    poisoned = tmp_path / "run" / "last.pt"
+    checkpoint.save(poisoned, state)
+    before, writers = digest(poisoned), tensorboard_writers()
+    err = fails(train.main, ["--resume", poisoned, "--epochs", "2"], capsys)
+    assert says in err and err.rstrip().endswith(f"{poisoned} still holds epoch 1"), err
+    assert digest(poisoned) == before and not (tmp_path / "run" / "best.pt").exists()
     assert tensorboard_writers() == writers, "the stopped run closed its TensorBoard writer"
+
+
+def test_a_run_that_diverges_in_its_first_epoch_writes_no_checkpoint(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = fails(train.main, ["--data-dir", data_dir, "--out", out, *TINY, "--epochs", "1", "--lr", "1e12",
+                             "--scheduler", "none"], capsys)
+    assert "the training loss became non-finite at epoch 1, step " in err and "no checkpoint written" in err, err
+    assert not (out / "last.pt").exists()
 
 
 def tensorboard_writers() -> int:
