@@ -19,9 +19,9 @@ from nets import checkpoint
 from tests.conftest import ROOT, digest, fails, run_script, same_history, same_weights
 from training import Config, config, find_lr, fit, loop, lr_finder, runlog
 from training.build import build_optimizer, build_scheduler, parameter_groups
-from training.setup import split
 from training.ema import EMA
 from training.guard import nonfinite
+from training.setup import split
 from training.step import GradientNoise, logits_of, train_step
 
 # Tiny but real: 96 images in batches of 32 (3 steps an epoch), 40 test images, the precision auto picks.
