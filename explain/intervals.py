@@ -1,29 +1,16 @@
 """Means over images with their 95 % intervals, and ranks that only separate what the intervals do."""
-import math
-from dataclasses import dataclass
-
 import numpy as np
-from scipy.stats import t as student_t
+
+from common.intervals import Interval as Mean
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A mean over n values and its 95 % Student-t interval (low = high = mean for n < 2)."""
-    mean: float
-    low: float
-    high: float
-    n: int
+class Interval(Mean):
+    """A mean over images and its 95 % interval (common.intervals), as the comparison's tables write it."""
 
     @classmethod
     def of(cls, values, bounds=(-1.0, 1.0)) -> "Interval":
         """Clipped to what the quantity can be (a change of probability, a correlation: [-1, 1])."""
-        values = np.asarray(values, np.float64)
-        n, mean = len(values), float(values.mean())
-        half = float(student_t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-        return cls(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), n)
-
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
+        return super().of(values, bounds)
 
     def text(self) -> str:
         """+0.123 ± 0.010: the half width on the side the bounds did not cut."""

@@ -6,12 +6,12 @@ setting is distinguishable, and the sweep says so."""
 import csv
 import io
 import json
-import math
-from statistics import fmean, stdev
+from statistics import fmean
 
 from optuna.trial import TrialState
 
 from common.files import write_text
+from common.intervals import Interval
 from common.tables import markdown
 
 from .plan import Plan, Point, shown
@@ -23,17 +23,10 @@ WEIGHTS = "accuracies of the weights viz.py evaluates: the EMA when a run keeps 
 
 
 def interval(values: list, bounds: tuple = (0.0, 1.0)) -> dict:
-    """Mean and 95 % Student-t interval over seeds, clipped to what the quantity can be (an accuracy:
-    [0, 1]); with one seed there is no interval (low = high = None). Clipped rather than computed on a
-    bounded scale (logit): a scale that respects the bounds breaks on runs at exactly 0 or 100 %, which
-    tiny runs reach, and changes nothing where the interval lies inside them; clipping only removes the
-    part that no run can reach (a 2-seed interval is wide: t = 12.7)."""
-    from scipy.stats import t as student_t  # here, not in every worker process that imports the package
-    mean, n = fmean(values), len(values)
-    if n < 2:
-        return {"mean": mean, "low": None, "high": None, "values": values}
-    half = student_t.ppf(0.975, n - 1) * stdev(values) / math.sqrt(n)
-    return {"mean": mean, "low": max(bounds[0], mean - half), "high": min(bounds[1], mean + half),
+    """Mean and 95 % interval over seeds (common.intervals), clipped to bounds (an accuracy: [0, 1]);
+    with one seed there is no interval (low = high = None)."""
+    i = Interval.of(values, bounds)
+    return {"mean": i.mean, "low": i.low if i.n > 1 else None, "high": i.high if i.n > 1 else None,
             "values": values}
 
 
