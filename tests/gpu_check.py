@@ -640,18 +640,18 @@ def prepare(args) -> tuple:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.smoke:
         env["OMP_NUM_THREADS"] = "1"  # two busy threads on a loaded 2-core machine wait on each other
-    args.torch, cuda = torch_found(args.python, env)
-    if not cuda and not args.smoke:
-        raise UsageError(f"torch in {args.python} sees no CUDA GPU: run this on a GPU machine, or add --smoke "
-                         "for the tiny CPU run")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data_dir is None and args.smoke:
         args.data_dir = smoke_data(args.out / "data")
     elif args.data_dir is None:
         args.data_dir = ROOT / "data"
-    if set(args.steps) & {"short", "bench", "full"} and not has_cifar(args.data_dir):
+    if set(args.steps) & {"short", "bench", "full"} and not has_cifar(args.data_dir):  # before torch loads
         raise UsageError(f"no CIFAR-10 in {args.data_dir}: pass --data-dir (/tmp/cifar after the GPU kit's "
                          "install.sh), or put cifar-10-python.tar.gz there")
+    args.torch, cuda = torch_found(args.python, env)
+    if not cuda and not args.smoke:
+        raise UsageError(f"torch in {args.python} sees no CUDA GPU: run this on a GPU machine, or add --smoke "
+                         "for the tiny CPU run")
     return Check(args), env
 
 

@@ -207,7 +207,7 @@ def test_junit_counts():
     (["--recipe", "0"], "--recipe 0: a kit has at least one part"),
     (["--smoke", "--data-dir", "{tmp}/empty"], "no CIFAR-10 in"),
     (["--smoke", "--json", "{tmp}/garbage.json"], "is not a gpu-check result file"),
-    pytest.param([], "sees no CUDA GPU: run this on a GPU machine, or add --smoke",
+    pytest.param(["--only", "env"], "sees no CUDA GPU: run this on a GPU machine, or add --smoke",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
