@@ -31,7 +31,7 @@ gpu-check: $(VENV)/.installed
 	$(PY) tests/gpu_check.py $(ARGS)
 
 # The committed course notebook, regenerated from a real run with a smaller budget (notebooks/render.py):
-# make notebook ARGS="--data-dir /tmp/cifar-real --limit-train 4000 --limit-test 1000"
+# make notebook ARGS="--data-dir /tmp/cifar-real --limit-train 5000 --limit-test 1000 --find-lr-steps 100"
 notebook: $(VENV)/.installed
 	$(PY) notebooks/render.py $(ARGS)
 

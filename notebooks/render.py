@@ -3,7 +3,8 @@ Jupyter kernel with a smaller budget in a cell after its `parameters` cell (pape
 then drop that cell again, so that the committed copy runs the course's budget when run unchanged, and
 state the run's budget and accuracy in its first cell, above the outputs they produced.
 
-  make notebook ARGS="--data-dir /tmp/cifar-real --limit-train 5000 --limit-test 1000 --batch-size 128"
+  make notebook ARGS="--data-dir /tmp/cifar-real --limit-train 5000 --limit-test 1000 --find-lr-steps 100"
+  # /tmp/cifar-real: python -m offline convert ../shared/data/cifar10-jpeg.tar.xz /tmp/cifar-real (docs/data.md)
 """
 import argparse
 import re
