@@ -16,7 +16,7 @@ from nets import checkpoint
 from pipeline.dali import TrainSource
 from tests.conftest import ROOT, SUBPROCESS_LIMIT
 from tests.test_pipeline import cpu_spec
-from training.step import logits_of
+from training import logits_of
 
 
 @pytest.mark.parametrize("n, world", [(96, 2), (101, 3)])
